@@ -1,0 +1,133 @@
+// Counters for virtual services and servers. Each worker writes only its own slot (single writer:
+// a relaxed load+store, no locked instruction on the hot path); readers (the admin thread) sum the
+// slots. Stats objects are keyed by name and outlive configuration snapshots.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace ballast {
+
+class Counter {
+ public:
+  void add(uint64_t n = 1) { v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
+  void sub(uint64_t n = 1) { v_.store(v_.load(std::memory_order_relaxed) - n, std::memory_order_relaxed); }
+  uint64_t get() const { return v_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<uint64_t> v_{0};
+};
+
+// Latency histogram with fixed bounds (seconds, as Prometheus expects them).
+class Histogram {
+ public:
+  static constexpr std::array<double, 14> kBoundsSeconds = {0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                                           0.025,  0.05,  0.1,    0.25,  0.5,
+                                                           1,      2.5,   5,      10};
+  static constexpr std::array<uint64_t, 14> kBoundsMicros = {
+      500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000,
+      1000000, 2500000, 5000000, 10000000};
+  static constexpr size_t kBuckets = kBoundsSeconds.size() + 1;  // the last one is +Inf
+
+  void observeMicros(uint64_t us) {
+    size_t i = 0;
+    while (i < kBoundsMicros.size() && us > kBoundsMicros[i]) ++i;
+    buckets_[i].add();
+    sum_us_.add(us);
+  }
+  uint64_t bucket(size_t i) const { return buckets_[i].get(); }  // not cumulative
+  uint64_t sumMicros() const { return sum_us_.get(); }
+
+ private:
+  std::array<Counter, kBuckets> buckets_;
+  Counter sum_us_;
+};
+
+// Why a connection or request failed. Names appear in /metrics (errorKindName).
+enum class ErrorKind : uint8_t {
+  BadRequest,      // malformed or unsupported request (400, 417, 501, 505)
+  HeadTooLarge,    // request head over the limits (414, 431)
+  HeaderTimeout,   // request head not received in time (408)
+  ClientTimeout,   // client inactive in the middle of a request or response
+  ClientAbort,     // client closed or reset before its response was complete
+  MaxConnections,  // refused: the virtual service's connection limit
+  NoServer,        // no server could be used (503)
+  ConnectRefused,  // a server refused or reset the connection attempt
+  ConnectTimeout,  // a server did not accept in time
+  ServerReset,     // a server closed or reset in the middle of an exchange
+  ServerTimeout,   // a server did not answer in time (504)
+  BadResponse,     // malformed or ambiguous response (502)
+  kCount,
+};
+const char* errorKindName(ErrorKind kind);
+constexpr size_t kErrorKinds = static_cast<size_t>(ErrorKind::kCount);
+
+// Counters of one virtual service in one worker.
+struct alignas(64) VsCounters {
+  Counter connections_total;
+  Counter connections_active;
+  Counter requests;
+  Counter bytes_in;    // from clients
+  Counter bytes_out;   // to clients
+  std::array<Counter, 5> responses;  // 1xx..5xx
+  std::array<Counter, kErrorKinds> errors;
+  Histogram request_duration;        // first byte of request -> last byte of response
+};
+
+// Counters of one server in one worker.
+struct alignas(64) ServerCounters {
+  Counter connections_total;   // connections opened
+  Counter connections_active;  // open now (in use or idle in the reuse pool)
+  Counter connections_idle;    // idle in the reuse pool now
+  Counter requests;            // requests (HTTP) or connections (TCP) sent to it
+  Counter bytes_in;            // from the server
+  Counter bytes_out;           // to the server
+  std::array<Counter, 5> responses;
+  std::array<Counter, kErrorKinds> errors;
+  Histogram response_duration;  // request sent -> first byte of the response
+};
+
+template <typename Slot>
+class PerWorker {
+ public:
+  explicit PerWorker(size_t workers) : n_(workers), slots_(std::make_unique<Slot[]>(workers)) {}
+  Slot& operator[](size_t worker) { return slots_[worker]; }
+  const Slot& operator[](size_t worker) const { return slots_[worker]; }
+  size_t size() const { return n_; }
+
+  template <typename F>
+  uint64_t sum(F field) const {
+    uint64_t total = 0;
+    for (size_t i = 0; i < n_; ++i) total += field(slots_[i]);
+    return total;
+  }
+
+ private:
+  size_t n_;
+  std::unique_ptr<Slot[]> slots_;
+};
+
+struct VsStats {
+  explicit VsStats(size_t workers) : per_worker(workers) {}
+  PerWorker<VsCounters> per_worker;
+  // Open client connections across all workers: the max_connections limit is checked on it.
+  std::atomic<int64_t> open_connections{0};
+};
+
+struct ServerStats {
+  ServerStats(size_t workers, uint32_t key) : per_worker(workers), key(key) {}
+  PerWorker<ServerCounters> per_worker;
+  // Small number naming the server for the life of the process (same id, same key across
+  // reloads): per-worker tables such as idle connection lists are indexed by it.
+  const uint32_t key;
+};
+
+inline size_t statusClassIndex(int status) {
+  int c = status / 100 - 1;
+  return c < 0 ? 0 : (c > 4 ? 4 : static_cast<size_t>(c));
+}
+
+}  // namespace ballast
