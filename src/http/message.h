@@ -59,7 +59,8 @@ struct RequestHead {
   Method method_id = Method::Other;
   std::string_view target;          // request-target as received
   // What to send upstream: origin-form path and query ("/a?b"), or "*" for OPTIONS *. For an
-  // absolute-form target ("http://h/a") this is "/a" (or "/" when the path is empty).
+  // absolute-form target ("http://h/a") this is "/a" (or "/" when the path is empty; "?q" for
+  // "http://h?q", to which the serializer adds the leading "/").
   std::string_view forward_target;
   // The authority to send upstream as Host: from an absolute-form target if there is one (RFC 9112
   // 3.2.2: the Host field is then ignored), else the Host field. Empty when neither exists

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string_view>
 
 #include "http/message.h"
@@ -28,14 +29,27 @@ class RequestParser {
   void reset();
 
  private:
+  enum class Phase : uint8_t { Leading, Method, Target, Version, Fields, Done, Failed };
+  ParseStatus fail(int status, const char* reason);
+  ParseStatus scanRequestLine(const char* data, size_t end, size_t limit_end);
+  ParseStatus checkRequestLine(const char* data);
+  ParseStatus finish();
+  void rebase(const char* data, size_t len);
+
   Limits limits_;
   RequestHead head_;
   ParseError error_;
+  Phase phase_ = Phase::Leading;
+  uint8_t empty_lines_ = 0;   // leading CRLFs skipped
   size_t scanned_ = 0;        // bytes already searched for the end of the head
   size_t line_start_ = 0;     // start of the line being scanned
   size_t head_start_ = 0;     // after any leading empty lines
   size_t head_length_ = 0;
-  bool start_line_checked_ = false;
+  size_t method_end_ = 0;     // request-line part offsets, set as the line is scanned
+  size_t target_start_ = 0;
+  size_t target_end_ = 0;
+  const char* base_ = nullptr;  // the buffer the views in head_ point into, and its length
+  size_t base_len_ = 0;
 };
 
 class ResponseParser {
@@ -51,6 +65,11 @@ class ResponseParser {
   void reset();
 
  private:
+  ParseStatus fail(const char* reason);
+  ParseStatus checkStatusLine(const char* data, size_t n);
+  ParseStatus finish(Method request_method);
+  void rebase(const char* data, size_t len);
+
   Limits limits_;
   ResponseHead head_;
   ParseError error_;
@@ -58,6 +77,10 @@ class ResponseParser {
   size_t line_start_ = 0;
   size_t head_length_ = 0;
   bool start_line_checked_ = false;
+  bool done_ = false;
+  bool failed_ = false;
+  const char* base_ = nullptr;
+  size_t base_len_ = 0;
 };
 
 // Decodes a chunked body (RFC 9112 section 7.1) incrementally, strictly.
@@ -80,12 +103,16 @@ class ChunkedDecoder {
   bool done() const { return state_ == State::Done; }
 
  private:
-  enum class State { Size, Data, DataCrlf, Trailer, Done };
+  enum class State { Size, Data, DataCrlf, Trailer, Done, Failed };
+  Status fail(const char* reason);
+  bool parseSizeLine(const char* line, size_t n);
+
   Limits limits_;
   ParseError error_;
   State state_ = State::Size;
   uint64_t remaining_ = 0;     // payload bytes left in the current chunk
   size_t trailer_bytes_ = 0;
+  size_t line_scanned_ = 0;    // bytes of the incomplete line at the input's start already searched
 };
 
 // Case-insensitive ASCII comparison.
