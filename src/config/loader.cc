@@ -1,0 +1,713 @@
+// Loading and validating the YAML configuration: loadFile and loadString.
+//
+// The loader walks the yaml-cpp node tree once, collecting every error it finds instead of
+// stopping at the first, so an operator fixes a file in one round. Errors about a value carry the
+// line of its key (yaml-cpp gives null values the position of the next token, which misleads).
+
+#include <fcntl.h>
+#include <unistd.h>
+#include <yaml-cpp/eventhandler.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <initializer_list>
+#include <optional>
+#include <sstream>
+#include <thread>
+#include <utility>
+
+#include "config/config.h"
+#include "config/values.h"
+
+namespace ballast::config {
+namespace {
+
+constexpr Duration kMaxTimeout = std::chrono::hours(24);
+
+int lineOf(const YAML::Node& node) {
+  const YAML::Mark mark = node.Mark();
+  return mark.is_null() ? 0 : mark.line + 1;
+}
+
+std::string joinPath(const std::string& parent, std::string_view key) {
+  if (parent.empty()) return std::string(key);
+  return parent + "." + std::string(key);
+}
+
+std::string indexPath(const std::string& parent, size_t index) {
+  return parent + "[" + std::to_string(index) + "]";
+}
+
+// One key of a map, with where it was written.
+struct Field {
+  std::string key;
+  std::string path;  // full key path, e.g. "pools[0].servers"
+  YAML::Node value;
+  int line = 0;  // line of the key
+};
+
+// Collects errors for one load.
+class Errors {
+ public:
+  explicit Errors(std::string file) : file_(std::move(file)) {}
+
+  void add(int line, std::string path, std::string message) {
+    errors_.push_back(ConfigError{file_, line, std::move(path), std::move(message)});
+  }
+  void add(const Field& field, std::string message) {
+    add(field.line, field.path, std::move(message));
+  }
+
+  bool empty() const { return errors_.empty(); }
+
+  // In file order; errors found in the same place keep the order they were found in.
+  std::vector<ConfigError> take() {
+    std::stable_sort(errors_.begin(), errors_.end(),
+                     [](const ConfigError& a, const ConfigError& b) { return a.line < b.line; });
+    return std::move(errors_);
+  }
+
+ private:
+  std::string file_;
+  std::vector<ConfigError> errors_;
+};
+
+// The keys of one YAML map, checked against the keys its schema allows. Reports keys that are
+// not strings, duplicate keys, keys that are not supported yet and unknown keys; the first of
+// duplicate keys is the one used.
+class MapFields {
+ public:
+  MapFields(Errors& errors, const YAML::Node& map, std::string path,
+            std::initializer_list<std::string_view> known,
+            std::initializer_list<std::string_view> unsupported = {})
+      : path_(std::move(path)), line_(lineOf(map)) {
+    for (const auto& pair : map) {
+      // Copies: yaml-cpp's iterators hand out temporaries.
+      const YAML::Node key = pair.first;
+      int key_line = lineOf(key);
+      if (!key.IsScalar()) {
+        errors.add(key_line, path_, "keys must be strings");
+        continue;
+      }
+      const std::string& name = key.Scalar();
+      Field field{name, joinPath(path_, name), pair.second, key_line};
+      if (const Field* first = find(name)) {
+        errors.add(field, "duplicate key (first on line " + std::to_string(first->line) + ")");
+        continue;
+      }
+      if (contains(unsupported, name)) {
+        errors.add(field, "not supported yet");
+      } else if (!contains(known, name)) {
+        errors.add(field, "unknown key (expected one of: " + join(known) + ")");
+      } else {
+        fields_.push_back(std::move(field));
+        continue;
+      }
+      // Remembered only to detect duplicates of it.
+      rejected_.push_back(std::move(field));
+    }
+  }
+
+  // A known key that is present, or nullptr.
+  const Field* get(std::string_view key) const {
+    for (const Field& field : fields_) {
+      if (field.key == key) return &field;
+    }
+    return nullptr;
+  }
+
+  const std::string& path() const { return path_; }
+  int line() const { return line_; }
+
+ private:
+  const Field* find(std::string_view key) const {
+    if (const Field* field = get(key)) return field;
+    for (const Field& field : rejected_) {
+      if (field.key == key) return &field;
+    }
+    return nullptr;
+  }
+
+  static bool contains(std::initializer_list<std::string_view> keys, std::string_view key) {
+    return std::find(keys.begin(), keys.end(), key) != keys.end();
+  }
+
+  static std::string join(std::initializer_list<std::string_view> keys) {
+    std::string text;
+    for (std::string_view key : keys) {
+      if (!text.empty()) text += ", ";
+      text += key;
+    }
+    return text;
+  }
+
+  std::string path_;
+  int line_ = 0;
+  std::vector<Field> fields_;
+  std::vector<Field> rejected_;
+};
+
+// Typed readers. Each reads one field, reports a problem with it and returns false, or stores
+// the value and returns true; the caller's default stays in place on failure.
+class Reader {
+ public:
+  explicit Reader(Errors& errors) : errors_(errors) {}
+
+  bool requireField(const MapFields& map, std::string_view key) {
+    if (map.get(key) != nullptr) return true;
+    errors_.add(map.line(), joinPath(map.path(), key), "required key is missing");
+    return false;
+  }
+
+  bool string(const Field& field, std::string* out) {
+    if (!field.value.IsScalar()) {
+      errors_.add(field, "expected a string");
+      return false;
+    }
+    *out = field.value.Scalar();
+    return true;
+  }
+
+  bool name(const Field& field, std::string* out) {
+    if (!field.value.IsScalar() || !isValidName(field.value.Scalar())) {
+      errors_.add(field, "expected a name of 1-64 characters from A-Z a-z 0-9 _ . -");
+      return false;
+    }
+    *out = field.value.Scalar();
+    return true;
+  }
+
+  template <typename T>
+  bool integer(const Field& field, uint64_t min, uint64_t max, T* out) {
+    uint64_t value = 0;
+    if (!field.value.IsScalar() || !parseUnsigned(field.value.Scalar(), &value) || value < min ||
+        value > max) {
+      errors_.add(field,
+                  "expected an integer from " + std::to_string(min) + " to " + std::to_string(max));
+      return false;
+    }
+    *out = static_cast<T>(value);
+    return true;
+  }
+
+  bool boolean(const Field& field, bool* out) {
+    if (!field.value.IsScalar() || !parseBool(field.value.Scalar(), out)) {
+      errors_.add(field, "expected true or false");
+      return false;
+    }
+    return true;
+  }
+
+  // A duration in [min, max]; with `positive`, 0 is rejected too.
+  bool duration(const Field& field, Duration min, Duration max, bool positive, Duration* out) {
+    std::string error;
+    Duration value{};
+    if (!field.value.IsScalar()) {
+      errors_.add(field, "expected a duration with a unit, e.g. 300ms, 2s, 5m");
+      return false;
+    }
+    if (!parseDuration(field.value.Scalar(), &value, &error)) {
+      errors_.add(field, error);
+      return false;
+    }
+    if (value < min || value > max || (positive && value.count() == 0)) {
+      errors_.add(field,
+                  positive ? "expected a duration greater than 0 and at most " + formatDuration(max)
+                           : "expected a duration from " + formatDuration(min) + " to " +
+                                 formatDuration(max));
+      return false;
+    }
+    *out = value;
+    return true;
+  }
+
+  bool timeout(const Field& field, Duration* out) {
+    return duration(field, Duration(0), kMaxTimeout, /*positive=*/true, out);
+  }
+
+  bool size(const Field& field, uint64_t min, uint64_t max, uint32_t* out) {
+    uint64_t value = 0;
+    if (!field.value.IsScalar() || !parseSize(field.value.Scalar(), &value)) {
+      errors_.add(field, "expected a size, e.g. 16384, 16KiB, 1MiB");
+      return false;
+    }
+    if (value < min || value > max) {
+      errors_.add(field, "expected a size from " + formatSize(min) + " to " + formatSize(max));
+      return false;
+    }
+    *out = static_cast<uint32_t>(value);
+    return true;
+  }
+
+  // A map value; null (an empty "key:") counts as an empty map.
+  bool isMap(const Field& field) {
+    if (field.value.IsMap() || field.value.IsNull()) return true;
+    errors_.add(field, "expected a map");
+    return false;
+  }
+
+  // A list value; null counts as an empty list.
+  bool isList(const Field& field) {
+    if (field.value.IsSequence() || field.value.IsNull()) return true;
+    errors_.add(field, "expected a list");
+    return false;
+  }
+
+ private:
+  Errors& errors_;
+};
+
+// Records where documents start; the events inside them are not needed.
+class DocumentStarts : public YAML::EventHandler {
+ public:
+  std::vector<YAML::Mark> marks;
+
+  void OnDocumentStart(const YAML::Mark& mark) override { marks.push_back(mark); }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+};
+
+unsigned defaultWorkers() {
+  unsigned cpus = std::thread::hardware_concurrency();
+  return std::clamp(cpus, 1u, 256u);
+}
+
+class Loader {
+ public:
+  explicit Loader(const std::string& source) : errors_(source), read_(errors_) {
+    config_.source = source;
+    config_.se.workers = defaultWorkers();
+  }
+
+  LoadResult load(const std::string& text) {
+    try {
+      loadDocument(text);
+    } catch (const std::exception& e) {
+      // Not expected (the walk checks node types before using them); keep loadString total.
+      errors_.add(0, "", std::string("internal error while loading: ") + e.what());
+    }
+    LoadResult result;
+    if (errors_.empty()) {
+      result.config = std::make_shared<const Config>(std::move(config_));
+    } else {
+      result.errors = errors_.take();
+    }
+    return result;
+  }
+
+ private:
+  // A virtual service or pool name with where it was defined, for uniqueness checks.
+  struct Seen {
+    std::string name;
+    int line = 0;
+  };
+
+  // The first YAML document, or nullopt after reporting a syntax error.
+  std::optional<YAML::Node> parse(const std::string& text) {
+    try {
+      if (!checkDocuments(text)) return std::nullopt;
+      return YAML::Load(text);  // the first document only
+    } catch (const YAML::ParserException& e) {
+      int line = e.mark.is_null() ? 0 : e.mark.line + 1;
+      errors_.add(line, "", "YAML syntax error: " + e.msg);
+      return std::nullopt;
+    }
+  }
+
+  void loadDocument(const std::string& text) {
+    std::optional<YAML::Node> document = parse(text);
+    if (!document) return;
+    const YAML::Node& root = *document;
+    if (root.IsNull()) {
+      errors_.add(0, "", "the configuration is empty");
+      return;
+    }
+    if (!root.IsMap()) {
+      errors_.add(lineOf(root), "",
+                  "expected a map at the top level (keys: se, store, virtual_services, pools)");
+      return;
+    }
+
+    MapFields top(errors_, root, "", {"se", "store", "virtual_services", "pools"},
+                  {"health_monitors"});
+    if (const Field* se = top.get("se"); se != nullptr && read_.isMap(*se)) loadSe(*se);
+    if (const Field* store = top.get("store"); store != nullptr && read_.isMap(*store)) {
+      loadStore(*store);
+    }
+    if (const Field* pools = top.get("pools"); pools != nullptr && read_.isList(*pools)) {
+      loadPools(*pools);
+    }
+    if (const Field* vss = top.get("virtual_services"); vss != nullptr && read_.isList(*vss)) {
+      loadVirtualServices(*vss);
+    }
+    checkPoolReferences();
+  }
+
+  // Rejects a stream of several documents. Also catches input that yaml-cpp 0.7 cannot parse
+  // but does not reject (a document starting with ","): its parser then reports an endless
+  // series of empty documents at the same position, and YAML::LoadAll would allocate until
+  // memory runs out (yaml-cpp issue #1040), which is why it is not used. Throws
+  // YAML::ParserException for syntax errors in the first two documents.
+  bool checkDocuments(const std::string& text) {
+    std::istringstream stream(text);
+    YAML::Parser parser(stream);
+    DocumentStarts starts;
+    if (!parser.HandleNextDocument(starts) || !parser.HandleNextDocument(starts)) return true;
+    const YAML::Mark& first = starts.marks.at(0);
+    const YAML::Mark& second = starts.marks.at(1);
+    if (second.pos == first.pos) {
+      size_t pos = static_cast<size_t>(first.pos);
+      char c = pos < text.size() ? text[pos] : '\0';
+      errors_.add(first.line + 1, "",
+                  c > ' ' && c < 127 ? std::string("YAML syntax error: unexpected \"") + c + "\""
+                                     : std::string("YAML syntax error: unexpected input"));
+      return false;
+    }
+    errors_.add(second.line + 1, "", "expected a single YAML document");
+    return true;  // still check the first document
+  }
+
+  void loadSe(const Field& field) {
+    MapFields map(errors_, field.value, field.path,
+                  {"workers", "admin", "drain_timeout", "buffer_size"});
+    SeSettings& se = config_.se;
+    if (const Field* f = map.get("workers")) read_.integer(*f, 1, 256, &se.workers);
+    if (const Field* f = map.get("admin"); f != nullptr && read_.string(*f, &se.admin_text)) {
+      std::string error;
+      se.admin = SocketAddress::parseLiteral(se.admin_text, &error);
+      if (!se.admin) errors_.add(*f, error);
+    }
+    if (const Field* f = map.get("drain_timeout")) {
+      read_.duration(*f, Duration(0), std::chrono::hours(1), /*positive=*/false, &se.drain_timeout);
+    }
+    if (const Field* f = map.get("buffer_size")) {
+      read_.size(*f, 4 * 1024, 1024 * 1024, &se.buffer_size);
+    }
+  }
+
+  void loadStore(const Field& field) {
+    MapFields map(errors_, field.value, field.path, {"type"}, {"redis"});
+    std::string type;
+    if (const Field* f = map.get("type"); f != nullptr && read_.string(*f, &type)) {
+      if (type == "memory") {
+        config_.store.type = type;
+      } else if (type == "redis") {
+        errors_.add(*f, "redis is not supported yet");
+      } else {
+        errors_.add(*f, "expected one of: memory, redis");
+      }
+    }
+  }
+
+  void loadVirtualServices(const Field& field) {
+    size_t i = 0;
+    for (const YAML::Node& item : field.value) {
+      std::string path = indexPath(field.path, i++);
+      if (!item.IsMap()) {
+        errors_.add(lineOf(item), path, "expected a map");
+        continue;
+      }
+      loadVirtualService(item, path);
+    }
+  }
+
+  void loadVirtualService(const YAML::Node& node, const std::string& path) {
+    MapFields map(errors_, node, path,
+                  {"name", "listen", "protocol", "pool", "max_connections", "max_header_size",
+                   "max_headers", "x_forwarded_for", "timeouts"},
+                  {"persistence"});
+    VirtualService vs;
+    vs.line = map.line();
+
+    if (read_.requireField(map, "name")) {
+      const Field& f = *map.get("name");
+      if (read_.name(f, &vs.name)) checkUnique(f, vs.name, "virtual service", &vs_names_);
+    }
+
+    if (read_.requireField(map, "listen")) {
+      const Field& f = *map.get("listen");
+      if (read_.string(f, &vs.listen_text)) {
+        std::string error;
+        if (auto address = SocketAddress::parseLiteral(vs.listen_text, &error)) {
+          vs.listen = *address;
+          checkListenUnique(f, vs);
+        } else {
+          errors_.add(f, error);
+        }
+      }
+    }
+
+    // Read first: it decides which other keys are allowed.
+    bool is_tcp = false;
+    if (read_.requireField(map, "protocol")) {
+      const Field& f = *map.get("protocol");
+      std::string protocol;
+      if (read_.string(f, &protocol)) {
+        if (protocol == "tcp") {
+          vs.protocol = Protocol::Tcp;
+          is_tcp = true;
+        } else if (protocol == "http") {
+          vs.protocol = Protocol::Http;
+        } else if (protocol == "https") {
+          errors_.add(f, "https is not supported yet");
+        } else {
+          errors_.add(f, "expected one of: tcp, http, https");
+        }
+      }
+    }
+
+    if (read_.requireField(map, "pool")) {
+      const Field& f = *map.get("pool");
+      if (read_.string(f, &vs.pool)) pool_references_.push_back({vs.pool, f.line, f.path});
+    }
+
+    if (const Field* f = map.get("max_connections")) {
+      read_.integer(*f, 0, 10'000'000, &vs.max_connections);
+    }
+    // Keys that only mean something for HTTP are errors on a TCP service, so that a setting that
+    // would silently do nothing is caught. With an unknown protocol they are checked as if HTTP.
+    auto httpOnly = [&](const MapFields& fields, std::string_view key) -> const Field* {
+      const Field* f = fields.get(key);
+      if (f != nullptr && is_tcp) {
+        errors_.add(*f, "only for protocol http");
+        return nullptr;
+      }
+      return f;
+    };
+    if (const Field* f = httpOnly(map, "max_header_size")) {
+      read_.size(*f, 1024, 1024 * 1024, &vs.max_header_size);
+    }
+    if (const Field* f = httpOnly(map, "max_headers")) read_.integer(*f, 1, 1000, &vs.max_headers);
+    if (const Field* f = httpOnly(map, "x_forwarded_for")) read_.boolean(*f, &vs.x_forwarded_for);
+
+    if (const Field* f = map.get("timeouts"); f != nullptr && read_.isMap(*f)) {
+      MapFields timeouts(errors_, f->value, f->path,
+                         {"client_header", "idle", "client", "connect", "server"});
+      VsTimeouts& t = vs.timeouts;
+      if (const Field* g = httpOnly(timeouts, "client_header")) read_.timeout(*g, &t.client_header);
+      if (const Field* g = timeouts.get("idle")) read_.timeout(*g, &t.idle);
+      if (const Field* g = httpOnly(timeouts, "client")) read_.timeout(*g, &t.client);
+      if (const Field* g = timeouts.get("connect")) read_.timeout(*g, &t.connect);
+      if (const Field* g = httpOnly(timeouts, "server")) read_.timeout(*g, &t.server);
+    }
+
+    config_.virtual_services.push_back(std::move(vs));
+  }
+
+  void loadPools(const Field& field) {
+    size_t i = 0;
+    for (const YAML::Node& item : field.value) {
+      std::string path = indexPath(field.path, i++);
+      if (!item.IsMap()) {
+        errors_.add(lineOf(item), path, "expected a map");
+        continue;
+      }
+      loadPool(item, path);
+    }
+  }
+
+  void loadPool(const YAML::Node& node, const std::string& path) {
+    MapFields map(errors_, node, path, {"name", "lb_algorithm", "servers", "connection_pool"},
+                  {"health_monitors"});
+    Pool pool;
+    pool.line = map.line();
+
+    if (read_.requireField(map, "name")) {
+      const Field& f = *map.get("name");
+      if (read_.name(f, &pool.name)) checkUnique(f, pool.name, "pool", &pool_names_);
+    }
+
+    if (const Field* f = map.get("lb_algorithm")) {
+      std::string algorithm;
+      if (read_.string(*f, &algorithm)) {
+        if (algorithm == "round_robin") {
+          pool.lb_algorithm = LbAlgorithm::RoundRobin;
+        } else if (algorithm == "least_connections" || algorithm == "least_response_time" ||
+                   algorithm == "consistent_hash" || algorithm == "random_two_choices") {
+          errors_.add(*f, algorithm + " is not supported yet");
+        } else {
+          errors_.add(*f,
+                      "expected one of: round_robin, least_connections, least_response_time, "
+                      "consistent_hash, random_two_choices");
+        }
+      }
+    }
+
+    const Field* servers = map.get("servers");
+    if (servers == nullptr) {
+      errors_.add(map.line(), joinPath(path, "servers"), "at least one server is required");
+    } else if (read_.isList(*servers)) {
+      if (servers->value.IsNull() || servers->value.size() == 0) {
+        errors_.add(*servers, "at least one server is required");
+      } else {
+        loadServers(*servers, &pool);
+      }
+    }
+
+    if (const Field* f = map.get("connection_pool"); f != nullptr && read_.isMap(*f)) {
+      MapFields settings(errors_, f->value, f->path, {"max_idle_per_server", "idle_timeout"});
+      ConnectionPoolSettings& cp = pool.connection_pool;
+      if (const Field* g = settings.get("max_idle_per_server")) {
+        read_.integer(*g, 0, 100'000, &cp.max_idle_per_server);
+      }
+      if (const Field* g = settings.get("idle_timeout")) read_.timeout(*g, &cp.idle_timeout);
+    }
+
+    config_.pools.push_back(std::move(pool));
+  }
+
+  void loadServers(const Field& field, Pool* pool) {
+    // Index in the YAML list of each server in pool->servers, to name the first of duplicates.
+    std::vector<size_t> indexes;
+    size_t i = 0;
+    for (const YAML::Node& item : field.value) {
+      size_t index = i++;
+      std::string path = indexPath(field.path, index);
+      if (!item.IsMap()) {
+        errors_.add(lineOf(item), path, "expected a map");
+        continue;
+      }
+      MapFields map(errors_, item, path, {"address", "weight", "enabled"});
+      Server server;
+      bool resolved = false;
+      if (read_.requireField(map, "address")) {
+        const Field& f = *map.get("address");
+        if (read_.string(f, &server.address_text)) {
+          std::string error;
+          if (auto address = SocketAddress::resolve(server.address_text, &error)) {
+            server.address = *address;
+            resolved = true;
+          } else {
+            errors_.add(f, error);
+          }
+        }
+        if (resolved) {
+          for (size_t j = 0; j < pool->servers.size(); ++j) {
+            if (pool->servers[j].address.valid() && pool->servers[j].address == server.address) {
+              errors_.add(f, "duplicate address " + server.address.toString() + " (same as " +
+                                 indexPath("servers", indexes[j]) + ")");
+              break;
+            }
+          }
+        }
+      }
+      if (const Field* f = map.get("weight")) read_.integer(*f, 1, 256, &server.weight);
+      if (const Field* f = map.get("enabled")) read_.boolean(*f, &server.enabled);
+      pool->servers.push_back(std::move(server));
+      indexes.push_back(index);
+    }
+  }
+
+  void checkUnique(const Field& field, const std::string& name, const char* kind,
+                   std::vector<Seen>* seen) {
+    for (const Seen& other : *seen) {
+      if (other.name == name) {
+        errors_.add(field, std::string(kind) + " \"" + name + "\" is already defined on line " +
+                               std::to_string(other.line));
+        return;
+      }
+    }
+    seen->push_back({name, field.line});
+  }
+
+  void checkListenUnique(const Field& field, const VirtualService& vs) {
+    for (const VirtualService& other : config_.virtual_services) {
+      if (other.listen.valid() && other.listen == vs.listen) {
+        std::string owner =
+            other.name.empty() ? "on line " + std::to_string(other.line) : "\"" + other.name + "\"";
+        errors_.add(field, vs.listen.toString() + " is already used by virtual service " + owner);
+        return;
+      }
+    }
+  }
+
+  // Pool references are checked once all pools are read: a virtual service may name a pool
+  // defined further down. Any pool with that name counts, even one with errors of its own.
+  void checkPoolReferences() {
+    for (const PoolReference& ref : pool_references_) {
+      bool found = std::any_of(pool_names_.begin(), pool_names_.end(),
+                               [&](const Seen& seen) { return seen.name == ref.pool; });
+      if (!found) errors_.add(ref.line, ref.path, "no pool named \"" + ref.pool + "\"");
+    }
+  }
+
+  struct PoolReference {
+    std::string pool;
+    int line = 0;
+    std::string path;
+  };
+
+  Errors errors_;
+  Reader read_;
+  Config config_;
+  std::vector<Seen> vs_names_;
+  std::vector<Seen> pool_names_;
+  std::vector<PoolReference> pool_references_;
+};
+
+}  // namespace
+
+LoadResult loadString(const std::string& yaml_text, const std::string& source_name) {
+  try {
+    return Loader(source_name).load(yaml_text);
+  } catch (const std::exception& e) {  // e.g. std::bad_alloc while building the result
+    LoadResult result;
+    result.errors.push_back(
+        ConfigError{source_name, 0, "", std::string("internal error while loading: ") + e.what()});
+    return result;
+  }
+}
+
+namespace {
+
+LoadResult readAndLoad(const std::string& path) {
+  auto cannotRead = [&](int error_number) {
+    LoadResult result;
+    result.errors.push_back(
+        ConfigError{path, 0, "", std::string("cannot read: ") + std::strerror(error_number)});
+    return result;
+  };
+  // Closes the file on every way out, including an exception from std::string.
+  struct File {
+    int fd;
+    ~File() {
+      if (fd >= 0) ::close(fd);
+    }
+  } file{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
+  if (file.fd < 0) return cannotRead(errno);
+  std::string text;
+  char buffer[64 * 1024];
+  for (;;) {
+    ssize_t n = ::read(file.fd, buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return cannotRead(errno);
+    if (n == 0) break;
+    text.append(buffer, static_cast<size_t>(n));
+  }
+  return loadString(text, path);
+}
+
+}  // namespace
+
+LoadResult loadFile(const std::string& path) {
+  try {
+    return readAndLoad(path);
+  } catch (const std::exception& e) {  // std::bad_alloc for a file that does not fit in memory
+    LoadResult result;
+    result.errors.push_back(ConfigError{path, 0, "", std::string("cannot read: ") + e.what()});
+    return result;
+  }
+}
+
+}  // namespace ballast::config

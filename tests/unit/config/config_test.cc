@@ -1,0 +1,1062 @@
+#include "config/config.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "config/values.h"
+
+namespace ballast::config {
+namespace {
+
+using std::chrono::hours;
+using std::chrono::milliseconds;
+using std::chrono::minutes;
+using std::chrono::seconds;
+using ::testing::ElementsAre;
+using ::testing::StartsWith;
+
+constexpr const char* kFile = "test.yaml";
+
+// Raw strings in this file start with a newline so that their first line reads as line 1.
+std::string doc(const char* text) { return text[0] == '\n' ? text + 1 : text; }
+
+std::string indent(const std::string& text, int spaces) {
+  std::string out;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    out += std::string(static_cast<size_t>(spaces), ' ') + line + "\n";
+  }
+  return out;
+}
+
+std::shared_ptr<const Config> mustLoad(const std::string& yaml) {
+  LoadResult result = loadString(yaml, kFile);
+  for (const ConfigError& error : result.errors) ADD_FAILURE() << error.toString();
+  EXPECT_TRUE(result.ok());
+  return result.config;
+}
+
+// Every error as "file:line: key.path: message".
+std::vector<std::string> errorsOf(const std::string& yaml) {
+  LoadResult result = loadString(yaml, kFile);
+  EXPECT_FALSE(result.ok());
+  EXPECT_EQ(result.config, nullptr);
+  std::vector<std::string> out;
+  for (const ConfigError& error : result.errors) out.push_back(error.toString());
+  return out;
+}
+
+// The one error a document has, as "key.path: message" (no file and line).
+std::string onlyError(const std::string& yaml) {
+  LoadResult result = loadString(yaml, kFile);
+  EXPECT_EQ(result.errors.size(), 1u) << yaml;
+  if (result.errors.empty()) return "(no error)";
+  std::string all;
+  for (const ConfigError& error : result.errors) {
+    if (!all.empty()) all += " | ";
+    all += error.key_path.empty() ? error.message : error.key_path + ": " + error.message;
+  }
+  return all;
+}
+
+// A valid pool "p" (at the top) and one virtual service using it, with `vs_fields` as the
+// fields of that service; `pool_extra` adds fields to the pool.
+std::string withVs(const std::string& vs_fields, const std::string& pool_extra = "") {
+  return "pools:\n"
+         "  - name: p\n"
+         "    servers:\n"
+         "      - address: 127.0.0.1:9001\n" +
+         indent(pool_extra, 4) + "virtual_services:\n  - " + indent(vs_fields, 4).substr(4);
+}
+
+const std::string kHttpVs =
+    "name: v\n"
+    "listen: 127.0.0.1:8080\n"
+    "protocol: http\n"
+    "pool: p\n";
+const std::string kTcpVs =
+    "name: v\n"
+    "listen: 127.0.0.1:8080\n"
+    "protocol: tcp\n"
+    "pool: p\n";
+
+// One pool with `pool_fields`, and no virtual services.
+std::string withPool(const std::string& pool_fields) {
+  return "pools:\n  - " + indent(pool_fields, 4).substr(4);
+}
+
+const std::string kPoolBase = "name: p\nservers:\n  - address: 127.0.0.1:9001\n";
+
+// ---------------------------------------------------------------------------------------------
+// Value syntax
+
+TEST(ValuesTest, ParsesDurations) {
+  struct Case {
+    const char* text;
+    Duration expected;
+  };
+  for (const Case& c :
+       {Case{"0s", Duration(0)}, Case{"0ms", Duration(0)}, Case{"300ms", milliseconds(300)},
+        Case{"2s", seconds(2)}, Case{"1.5s", milliseconds(1500)}, Case{"0.001s", milliseconds(1)},
+        Case{"5m", minutes(5)}, Case{"1.5m", seconds(90)}, Case{"1h", hours(1)},
+        Case{"24h", hours(24)}, Case{"0.25h", minutes(15)}}) {
+    Duration value{};
+    std::string error;
+    EXPECT_TRUE(parseDuration(c.text, &value, &error)) << c.text << ": " << error;
+    EXPECT_EQ(value, c.expected) << c.text;
+  }
+}
+
+TEST(ValuesTest, RejectsMalformedDurations) {
+  for (const char* text : {"",    "30",    "1.5",    "s",     "ms",    "-1s",   "+1s",
+                           "1 s", " 1s",   "1s ",    "1S",    "1sec",  "1d",    "1.s",
+                           ".5s", "1..5s", "1.2.3s", "1e3ms", "0x10s", "1h30m", "1.0000000001s"}) {
+    Duration value{};
+    std::string error;
+    EXPECT_FALSE(parseDuration(text, &value, &error)) << text;
+    EXPECT_EQ(error, "expected a duration with a unit, e.g. 300ms, 2s, 5m") << text;
+  }
+}
+
+TEST(ValuesTest, RejectsDurationsFinerThanAMillisecond) {
+  Duration value{};
+  std::string error;
+  EXPECT_FALSE(parseDuration("1.5ms", &value, &error));
+  EXPECT_EQ(error, "durations have millisecond resolution");
+  EXPECT_FALSE(parseDuration("0.0001s", &value, &error));
+}
+
+TEST(ValuesTest, HugeDurationsSaturate) {
+  Duration value{};
+  std::string error;
+  ASSERT_TRUE(parseDuration("99999999999999999999999h", &value, &error)) << error;
+  EXPECT_EQ(value, Duration::max());
+}
+
+TEST(ValuesTest, ParsesSizes) {
+  uint64_t value = 0;
+  EXPECT_TRUE(parseSize("16384", &value));
+  EXPECT_EQ(value, 16384u);
+  EXPECT_TRUE(parseSize("16KiB", &value));
+  EXPECT_EQ(value, 16384u);
+  EXPECT_TRUE(parseSize("1MiB", &value));
+  EXPECT_EQ(value, 1048576u);
+  EXPECT_TRUE(parseSize("0", &value));
+  EXPECT_EQ(value, 0u);
+  EXPECT_TRUE(parseSize("99999999999999999999999MiB", &value));
+  EXPECT_EQ(value, UINT64_MAX);
+  for (const char* text :
+       {"", "KiB", "16K", "16KB", "16kib", "16 KiB", "1.5KiB", "-1", "1GiB", "0x10", "16KiB "}) {
+    EXPECT_FALSE(parseSize(text, &value)) << text;
+  }
+}
+
+TEST(ValuesTest, ParsesUnsignedAndBool) {
+  uint64_t n = 0;
+  EXPECT_TRUE(parseUnsigned("0", &n));
+  EXPECT_TRUE(parseUnsigned("42", &n));
+  EXPECT_EQ(n, 42u);
+  for (const char* text : {"", "-1", "+1", "1.0", "0x1", "1_000", " 1", "1e3"}) {
+    EXPECT_FALSE(parseUnsigned(text, &n)) << text;
+  }
+  bool b = false;
+  EXPECT_TRUE(parseBool("true", &b));
+  EXPECT_TRUE(b);
+  EXPECT_TRUE(parseBool("FALSE", &b));
+  EXPECT_FALSE(b);
+  for (const char* text : {"yes", "no", "on", "off", "1", "0", "y", "tRue", ""}) {
+    EXPECT_FALSE(parseBool(text, &b)) << text;
+  }
+}
+
+TEST(ValuesTest, FormatsDurationsAndSizes) {
+  EXPECT_EQ(formatDuration(Duration(0)), "0s");
+  EXPECT_EQ(formatDuration(milliseconds(300)), "300ms");
+  EXPECT_EQ(formatDuration(milliseconds(1500)), "1500ms");
+  EXPECT_EQ(formatDuration(seconds(30)), "30s");
+  EXPECT_EQ(formatDuration(seconds(90)), "90s");
+  EXPECT_EQ(formatDuration(minutes(5)), "5m");
+  EXPECT_EQ(formatDuration(hours(24)), "24h");
+  EXPECT_EQ(formatSize(1000), "1000");
+  EXPECT_EQ(formatSize(4096), "4KiB");
+  EXPECT_EQ(formatSize(1048576), "1MiB");
+  EXPECT_EQ(formatSize(0), "0");
+}
+
+TEST(ValuesTest, ValidatesNames) {
+  EXPECT_TRUE(isValidName("web"));
+  EXPECT_TRUE(isValidName("Web_pool-1.eu"));
+  EXPECT_TRUE(isValidName(std::string(64, 'a')));
+  EXPECT_FALSE(isValidName(""));
+  EXPECT_FALSE(isValidName(std::string(65, 'a')));
+  for (const char* name : {"a b", "a/b", "a:b", "é", "a\tb", "web!"}) {
+    EXPECT_FALSE(isValidName(name)) << name;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Model helpers
+
+TEST(ConfigErrorTest, FormatsFileLineKeyAndMessage) {
+  EXPECT_EQ((ConfigError{"a.yaml", 3, "se.workers", "bad"}).toString(),
+            "a.yaml:3: se.workers: bad");
+  EXPECT_EQ((ConfigError{"a.yaml", 0, "", "cannot read: x"}).toString(), "a.yaml: cannot read: x");
+  EXPECT_EQ((ConfigError{"a.yaml", 7, "", "YAML syntax error: x"}).toString(),
+            "a.yaml:7: YAML syntax error: x");
+}
+
+TEST(ConfigTest, NamesEnumValues) {
+  EXPECT_STREQ(toString(Protocol::Tcp), "tcp");
+  EXPECT_STREQ(toString(Protocol::Http), "http");
+  EXPECT_STREQ(toString(LbAlgorithm::RoundRobin), "round_robin");
+}
+
+TEST(ConfigTest, FindsPoolsByName) {
+  auto config = mustLoad(withPool(kPoolBase) +
+                         "  - name: q\n    servers:\n"
+                         "      - address: 127.0.0.1:9002\n");
+  ASSERT_NE(config, nullptr);
+  ASSERT_NE(config->findPool("q"), nullptr);
+  EXPECT_EQ(config->findPool("q")->servers[0].address_text, "127.0.0.1:9002");
+  EXPECT_EQ(config->findPool("p"), &config->pools[0]);
+  EXPECT_EQ(config->findPool("nope"), nullptr);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Valid documents and defaults
+
+TEST(LoadTest, AppliesEveryDefault) {
+  auto config = mustLoad(withVs(kHttpVs));
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->source, kFile);
+
+  const SeSettings& se = config->se;
+  EXPECT_EQ(se.workers, std::clamp(std::thread::hardware_concurrency(), 1u, 256u));
+  EXPECT_FALSE(se.admin.has_value());
+  EXPECT_EQ(se.admin_text, "");
+  EXPECT_EQ(se.drain_timeout, seconds(30));
+  EXPECT_EQ(se.buffer_size, 16u * 1024);
+  EXPECT_EQ(config->store.type, "memory");
+
+  ASSERT_EQ(config->virtual_services.size(), 1u);
+  const VirtualService& vs = config->virtual_services[0];
+  EXPECT_EQ(vs.name, "v");
+  EXPECT_EQ(vs.listen_text, "127.0.0.1:8080");
+  EXPECT_EQ(vs.listen.toString(), "127.0.0.1:8080");
+  EXPECT_EQ(vs.protocol, Protocol::Http);
+  EXPECT_EQ(vs.pool, "p");
+  EXPECT_EQ(vs.max_connections, 0u);
+  EXPECT_EQ(vs.max_header_size, 16u * 1024);
+  EXPECT_EQ(vs.max_headers, 100u);
+  EXPECT_TRUE(vs.x_forwarded_for);
+  EXPECT_EQ(vs.timeouts.client_header, seconds(10));
+  EXPECT_EQ(vs.timeouts.idle, seconds(60));
+  EXPECT_EQ(vs.timeouts.client, seconds(60));
+  EXPECT_EQ(vs.timeouts.connect, seconds(5));
+  EXPECT_EQ(vs.timeouts.server, seconds(60));
+  EXPECT_EQ(vs.line, 6);
+
+  ASSERT_EQ(config->pools.size(), 1u);
+  const Pool& pool = config->pools[0];
+  EXPECT_EQ(pool.name, "p");
+  EXPECT_EQ(pool.line, 2);
+  EXPECT_EQ(pool.lb_algorithm, LbAlgorithm::RoundRobin);
+  EXPECT_EQ(pool.connection_pool.max_idle_per_server, 64u);
+  EXPECT_EQ(pool.connection_pool.idle_timeout, seconds(30));
+  ASSERT_EQ(pool.servers.size(), 1u);
+  EXPECT_EQ(pool.servers[0].address_text, "127.0.0.1:9001");
+  EXPECT_EQ(pool.servers[0].address.toString(), "127.0.0.1:9001");
+  EXPECT_EQ(pool.servers[0].weight, 1u);
+  EXPECT_TRUE(pool.servers[0].enabled);
+}
+
+TEST(LoadTest, EmptySectionsAreValid) {
+  for (const char* yaml : {"{}", "se: {}", "se:\n", "store: {}", "store: {type: memory}",
+                           "virtual_services: []", "virtual_services:\n", "pools: []",
+                           "se: {}\nstore: {}\nvirtual_services: []\npools: []\n"}) {
+    auto config = mustLoad(yaml);
+    ASSERT_NE(config, nullptr) << yaml;
+    EXPECT_TRUE(config->virtual_services.empty());
+    EXPECT_TRUE(config->pools.empty());
+    EXPECT_EQ(config->store.type, "memory");
+  }
+}
+
+TEST(LoadTest, ReadsEveryKey) {
+  auto config = mustLoad(doc(R"(
+se:
+  workers: 3
+  admin: 127.0.0.1:9901
+  drain_timeout: 0s
+  buffer_size: 64KiB
+store:
+  type: memory
+virtual_services:
+  - name: web
+    listen: "[::1]:8080"
+    protocol: http
+    pool: api
+    max_connections: 10000000
+    max_header_size: 32768
+    max_headers: 1000
+    x_forwarded_for: false
+    timeouts:
+      client_header: 2s
+      idle: 1.5s
+      client: 300ms
+      connect: 1m
+      server: 24h
+  - name: raw
+    listen: 0.0.0.0:9000
+    protocol: tcp
+    pool: api
+    max_connections: 0
+    timeouts: {idle: 10m, connect: 250ms}
+pools:
+  - name: api
+    lb_algorithm: round_robin
+    servers:
+      - address: 127.0.0.1:9001
+        weight: 256
+        enabled: false
+      - {address: "[::1]:9002", weight: 1, enabled: true}
+      - address: localhost:9003
+    connection_pool:
+      max_idle_per_server: 0
+      idle_timeout: 5m
+)"));
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->se.workers, 3u);
+  ASSERT_TRUE(config->se.admin.has_value());
+  EXPECT_EQ(config->se.admin->toString(), "127.0.0.1:9901");
+  EXPECT_EQ(config->se.admin_text, "127.0.0.1:9901");
+  EXPECT_EQ(config->se.drain_timeout, Duration(0));
+  EXPECT_EQ(config->se.buffer_size, 64u * 1024);
+
+  ASSERT_EQ(config->virtual_services.size(), 2u);
+  const VirtualService& web = config->virtual_services[0];
+  EXPECT_EQ(web.line, 9);
+  EXPECT_EQ(web.listen_text, "[::1]:8080");
+  EXPECT_EQ(web.listen.family(), AF_INET6);
+  EXPECT_EQ(web.listen.port(), 8080);
+  EXPECT_EQ(web.max_connections, 10000000u);
+  EXPECT_EQ(web.max_header_size, 32768u);
+  EXPECT_EQ(web.max_headers, 1000u);
+  EXPECT_FALSE(web.x_forwarded_for);
+  EXPECT_EQ(web.timeouts.client_header, seconds(2));
+  EXPECT_EQ(web.timeouts.idle, milliseconds(1500));
+  EXPECT_EQ(web.timeouts.client, milliseconds(300));
+  EXPECT_EQ(web.timeouts.connect, minutes(1));
+  EXPECT_EQ(web.timeouts.server, hours(24));
+
+  const VirtualService& raw = config->virtual_services[1];
+  EXPECT_EQ(raw.line, 23);
+  EXPECT_EQ(raw.protocol, Protocol::Tcp);
+  EXPECT_EQ(raw.listen.toString(), "0.0.0.0:9000");
+  EXPECT_EQ(raw.timeouts.idle, minutes(10));
+  EXPECT_EQ(raw.timeouts.connect, milliseconds(250));
+  EXPECT_EQ(raw.timeouts.client_header, seconds(10));  // untouched defaults
+
+  ASSERT_EQ(config->pools.size(), 1u);
+  const Pool& api = config->pools[0];
+  EXPECT_EQ(api.line, 30);
+  ASSERT_EQ(api.servers.size(), 3u);
+  EXPECT_EQ(api.servers[0].weight, 256u);
+  EXPECT_FALSE(api.servers[0].enabled);
+  EXPECT_EQ(api.servers[1].address.toString(), "[::1]:9002");
+  EXPECT_TRUE(api.servers[1].enabled);
+  EXPECT_EQ(api.servers[2].address_text, "localhost:9003");
+  EXPECT_EQ(api.servers[2].address.port(), 9003);
+  EXPECT_EQ(api.connection_pool.max_idle_per_server, 0u);
+  EXPECT_EQ(api.connection_pool.idle_timeout, minutes(5));
+}
+
+TEST(LoadTest, AcceptsQuotedScalarsAndYamlSpellingsOfBooleans) {
+  auto config = mustLoad(withVs(kHttpVs + "x_forwarded_for: FALSE\nmax_headers: \"7\"\n"));
+  ASSERT_NE(config, nullptr);
+  EXPECT_FALSE(config->virtual_services[0].x_forwarded_for);
+  EXPECT_EQ(config->virtual_services[0].max_headers, 7u);
+}
+
+TEST(LoadTest, PoolsMayBeDefinedAfterTheirVirtualServices) {
+  auto config = mustLoad(doc(R"(
+virtual_services:
+  - {name: web, listen: 127.0.0.1:8080, protocol: http, pool: later}
+pools:
+  - {name: later, servers: [{address: 127.0.0.1:9001}]}
+)"));
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->virtual_services[0].line, 2);
+  EXPECT_EQ(config->pools[0].line, 4);
+}
+
+TEST(LoadTest, SameNameForAVirtualServiceAndAPoolIsFine) {
+  EXPECT_NE(mustLoad(withVs("name: p\nlisten: 127.0.0.1:8080\nprotocol: tcp\npool: p\n")), nullptr);
+}
+
+TEST(LoadTest, SameListenAddressOnDifferentPortsIsFine) {
+  EXPECT_NE(mustLoad(withVs(kHttpVs) + "  - name: w\n    listen: 127.0.0.1:8081\n"
+                                       "    protocol: tcp\n    pool: p\n"),
+            nullptr);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Full error messages, with lines
+
+TEST(ErrorTest, ReportsFileLineKeyPathAndMessage) {
+  EXPECT_THAT(errorsOf(doc(R"(
+se:
+  workers: 0
+)")),
+              ElementsAre("test.yaml:2: se.workers: expected an integer from 1 to 256"));
+}
+
+TEST(ErrorTest, CollectsEveryErrorInFileOrder) {
+  // Pools are read before virtual services and references are checked last, yet the errors
+  // come out sorted by line.
+  EXPECT_THAT(
+      errorsOf(doc(R"(
+se:
+  workers: many
+  admin: "*:9901"
+  drain_timeout: 30
+  buffer_size: 16KB
+store:
+  type: etcd
+virtual_services:
+  - name: web
+    listen: 127.0.0.1:8080
+    protocol: http
+    pool: missing
+    colour: blue
+  - name: web
+    listen: 127.0.0.1:8080
+    protocol: tcp
+    pool: demo
+    max_headers: 10
+    timeouts:
+      idle: 0s
+pools:
+  - name: demo
+    lb_algorithm: least_connections
+    servers:
+      - address: 127.0.0.1:9001
+        weight: 0
+      - address: 127.0.0.1:9001
+  - name: empty
+    servers: []
+health_monitors: []
+)")),
+      ElementsAre("test.yaml:2: se.workers: expected an integer from 1 to 256",
+                  "test.yaml:3: se.admin: expected an IP address, e.g. 0.0.0.0:8080",
+                  "test.yaml:4: se.drain_timeout: expected a duration with a unit, e.g. 300ms, "
+                  "2s, 5m",
+                  "test.yaml:5: se.buffer_size: expected a size, e.g. 16384, 16KiB, 1MiB",
+                  "test.yaml:7: store.type: expected one of: memory, redis",
+                  "test.yaml:12: virtual_services[0].pool: no pool named \"missing\"",
+                  "test.yaml:13: virtual_services[0].colour: unknown key (expected one of: name, "
+                  "listen, protocol, pool, max_connections, max_header_size, max_headers, "
+                  "x_forwarded_for, timeouts)",
+                  "test.yaml:14: virtual_services[1].name: virtual service \"web\" is already "
+                  "defined on line 9",
+                  "test.yaml:15: virtual_services[1].listen: 127.0.0.1:8080 is already used by "
+                  "virtual service \"web\"",
+                  "test.yaml:18: virtual_services[1].max_headers: only for protocol http",
+                  "test.yaml:20: virtual_services[1].timeouts.idle: expected a duration greater "
+                  "than 0 and at most 24h",
+                  "test.yaml:23: pools[0].lb_algorithm: least_connections is not supported yet",
+                  "test.yaml:26: pools[0].servers[0].weight: expected an integer from 1 to 256",
+                  "test.yaml:27: pools[0].servers[1].address: duplicate address 127.0.0.1:9001 "
+                  "(same as servers[0])",
+                  "test.yaml:29: pools[1].servers: at least one server is required",
+                  "test.yaml:30: health_monitors: not supported yet"));
+}
+
+TEST(ErrorTest, MissingRequiredKeysPointAtTheirMap) {
+  EXPECT_THAT(errorsOf(doc(R"(
+pools:
+  - name: p
+    servers:
+      - weight: 2
+virtual_services:
+  - name: web
+    listen: 127.0.0.1:8080
+  -
+    pool: p
+  - {}
+  - name: q
+)")),
+              ElementsAre("test.yaml:4: pools[0].servers[0].address: required key is missing",
+                          "test.yaml:6: virtual_services[0].protocol: required key is missing",
+                          "test.yaml:6: virtual_services[0].pool: required key is missing",
+                          "test.yaml:9: virtual_services[1].name: required key is missing",
+                          "test.yaml:9: virtual_services[1].listen: required key is missing",
+                          "test.yaml:9: virtual_services[1].protocol: required key is missing",
+                          "test.yaml:10: virtual_services[2].name: required key is missing",
+                          "test.yaml:10: virtual_services[2].listen: required key is missing",
+                          "test.yaml:10: virtual_services[2].protocol: required key is missing",
+                          "test.yaml:10: virtual_services[2].pool: required key is missing",
+                          "test.yaml:11: virtual_services[3].listen: required key is missing",
+                          "test.yaml:11: virtual_services[3].protocol: required key is missing",
+                          "test.yaml:11: virtual_services[3].pool: required key is missing"));
+  EXPECT_THAT(errorsOf("pools:\n  - name: p\n"),
+              ElementsAre("test.yaml:2: pools[0].servers: at least one server is required"));
+  EXPECT_THAT(errorsOf("pools:\n  - servers: [{address: 127.0.0.1:1}]\n"),
+              ElementsAre("test.yaml:2: pools[0].name: required key is missing"));
+}
+
+TEST(ErrorTest, DuplicateKeys) {
+  EXPECT_THAT(errorsOf(doc(R"(
+se:
+  workers: 2
+  workers: 3
+virtual_services: []
+se: {}
+)")),
+              ElementsAre("test.yaml:3: se.workers: duplicate key (first on line 2)",
+                          "test.yaml:5: se: duplicate key (first on line 1)"));
+  EXPECT_THAT(errorsOf(withVs(kHttpVs + "name: w\n")),
+              ElementsAre("test.yaml:10: virtual_services[0].name: duplicate key (first on "
+                          "line 6)"));
+  // A repeated unknown or unsupported key is reported at each place.
+  EXPECT_THAT(errorsOf("colour: 1\ncolour: 2\n"),
+              ElementsAre("test.yaml:1: colour: unknown key (expected one of: se, store, "
+                          "virtual_services, pools)",
+                          "test.yaml:2: colour: duplicate key (first on line 1)"));
+}
+
+TEST(ErrorTest, UnknownKeysListTheKnownOnes) {
+  EXPECT_THAT(errorsOf("servers: []\n"),
+              ElementsAre("test.yaml:1: servers: unknown key (expected one of: se, store, "
+                          "virtual_services, pools)"));
+  EXPECT_EQ(onlyError("se: {threads: 4}"),
+            "se.threads: unknown key (expected one of: workers, admin, drain_timeout, "
+            "buffer_size)");
+  EXPECT_EQ(onlyError("store: {kind: memory}"), "store.kind: unknown key (expected one of: type)");
+  EXPECT_EQ(onlyError(withVs(kHttpVs + "timeouts: {read: 1s}")),
+            "virtual_services[0].timeouts.read: unknown key (expected one of: client_header, "
+            "idle, client, connect, server)");
+  EXPECT_EQ(onlyError(withPool(kPoolBase + "algorithm: round_robin")),
+            "pools[0].algorithm: unknown key (expected one of: name, lb_algorithm, servers, "
+            "connection_pool)");
+  EXPECT_EQ(onlyError(withPool("name: p\nservers: [{address: 127.0.0.1:1, port: 2}]")),
+            "pools[0].servers[0].port: unknown key (expected one of: address, weight, enabled)");
+  EXPECT_EQ(onlyError(withPool(kPoolBase + "connection_pool: {max_idle: 1}")),
+            "pools[0].connection_pool.max_idle: unknown key (expected one of: "
+            "max_idle_per_server, idle_timeout)");
+  // Keys are case-sensitive.
+  EXPECT_EQ(onlyError("SE: {}"),
+            "SE: unknown key (expected one of: se, store, virtual_services, pools)");
+}
+
+TEST(ErrorTest, NonStringKeys) {
+  EXPECT_THAT(errorsOf("? [a, b]\n: 1\n"), ElementsAre("test.yaml:1: keys must be strings"));
+  EXPECT_THAT(errorsOf("se:\n  ? {a: 1}\n  : 2\n"),
+              ElementsAre("test.yaml:2: se: keys must be strings"));
+}
+
+TEST(ErrorTest, YamlSyntaxErrors) {
+  EXPECT_THAT(errorsOf("se:\n  workers: [1\n"),
+              ElementsAre("test.yaml:3: YAML syntax error: end of sequence flow not found"));
+  EXPECT_THAT(errorsOf("se:\n  workers: 2\n admin: x\n"),
+              ElementsAre("test.yaml:3: YAML syntax error: end of map not found"));
+  EXPECT_THAT(errorsOf("a: *nothing\n"),
+              ElementsAre("test.yaml:1: YAML syntax error: the referenced anchor is not defined"));
+  // yaml-cpp 0.7 accepts a leading "," without an exception and, through YAML::LoadAll, loops
+  // allocating memory forever (yaml-cpp issue #1040); the loader must report it instead.
+  EXPECT_THAT(errorsOf(","), ElementsAre("test.yaml:1: YAML syntax error: unexpected \",\""));
+  EXPECT_THAT(errorsOf("\n,se:\n  workers: 2\n"),
+              ElementsAre("test.yaml:2: YAML syntax error: unexpected \",\""));
+  EXPECT_THAT(errorsOf("se: {}\n---\n,\n"),
+              ElementsAre("test.yaml:2: expected a single YAML document"));
+  std::vector<std::string> errors = errorsOf("se: {workers: 2\n");
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_THAT(errors[0], StartsWith("test.yaml:"));
+  EXPECT_THAT(errors[0], ::testing::HasSubstr("YAML syntax error: "));
+}
+
+TEST(ErrorTest, EmptyOrNonMapDocuments) {
+  for (const char* yaml : {"", "\n\n", "# nothing here\n", "---\n", "~\n", "null\n"}) {
+    EXPECT_THAT(errorsOf(yaml), ElementsAre("test.yaml: the configuration is empty")) << yaml;
+  }
+  EXPECT_THAT(errorsOf("- se\n- pools\n"),
+              ElementsAre("test.yaml:1: expected a map at the top level (keys: se, store, "
+                          "virtual_services, pools)"));
+  EXPECT_THAT(errorsOf("\n\nhello\n"),
+              ElementsAre("test.yaml:3: expected a map at the top level (keys: se, store, "
+                          "virtual_services, pools)"));
+  EXPECT_THAT(errorsOf("se: {}\n---\nse: {}\n"),
+              ElementsAre("test.yaml:2: expected a single YAML document"));
+  // The first document is still checked.
+  EXPECT_THAT(errorsOf("se: {workers: 0}\n---\nse: {}\n"),
+              ElementsAre("test.yaml:1: se.workers: expected an integer from 1 to 256",
+                          "test.yaml:2: expected a single YAML document"));
+}
+
+TEST(ErrorTest, WrongContainerTypes) {
+  EXPECT_THAT(errorsOf("se: 4\nstore: [memory]\nvirtual_services: {}\npools: web\n"),
+              ElementsAre("test.yaml:1: se: expected a map", "test.yaml:2: store: expected a map",
+                          "test.yaml:3: virtual_services: expected a list",
+                          "test.yaml:4: pools: expected a list"));
+  EXPECT_THAT(errorsOf("virtual_services:\n  - web\n  - [a]\npools:\n  - 1\n"),
+              ElementsAre("test.yaml:2: virtual_services[0]: expected a map",
+                          "test.yaml:3: virtual_services[1]: expected a map",
+                          "test.yaml:5: pools[0]: expected a map"));
+  EXPECT_THAT(errorsOf(withPool("name: p\nservers:\n  - 127.0.0.1:9001\n")),
+              ElementsAre("test.yaml:4: pools[0].servers[0]: expected a map"));
+  EXPECT_THAT(errorsOf(withPool("name: p\nservers: 127.0.0.1:9001\n")),
+              ElementsAre("test.yaml:3: pools[0].servers: expected a list"));
+}
+
+TEST(ErrorTest, NotSupportedYet) {
+  EXPECT_THAT(errorsOf(doc(R"(
+store:
+  type: redis
+  redis: {address: 127.0.0.1:6379}
+health_monitors:
+  - {name: http-ok, type: http}
+)")),
+              ElementsAre("test.yaml:2: store.type: redis is not supported yet",
+                          "test.yaml:3: store.redis: not supported yet",
+                          "test.yaml:4: health_monitors: not supported yet"));
+  EXPECT_THAT(errorsOf(withVs(kHttpVs + "persistence: {type: client_ip}", "health_monitors: [a]")),
+              ElementsAre("test.yaml:5: pools[0].health_monitors: not supported yet",
+                          "test.yaml:11: virtual_services[0].persistence: not supported yet"));
+  EXPECT_THAT(errorsOf(withVs("name: v\nlisten: 127.0.0.1:443\nprotocol: https\npool: p\n")),
+              ElementsAre("test.yaml:8: virtual_services[0].protocol: https is not supported yet"));
+}
+
+TEST(ErrorTest, HttpOnlyKeysOnATcpService) {
+  EXPECT_THAT(errorsOf(withVs(kTcpVs + doc(R"(
+max_header_size: 8KiB
+max_headers: 50
+x_forwarded_for: false
+timeouts:
+  client_header: 1s
+  idle: 5s
+  client: 1s
+  connect: 1s
+  server: 1s
+)"))),
+              ElementsAre("test.yaml:10: virtual_services[0].max_header_size: only for protocol "
+                          "http",
+                          "test.yaml:11: virtual_services[0].max_headers: only for protocol http",
+                          "test.yaml:12: virtual_services[0].x_forwarded_for: only for protocol "
+                          "http",
+                          "test.yaml:14: virtual_services[0].timeouts.client_header: only for "
+                          "protocol http",
+                          "test.yaml:16: virtual_services[0].timeouts.client: only for protocol "
+                          "http",
+                          "test.yaml:18: virtual_services[0].timeouts.server: only for protocol "
+                          "http"));
+  // The protocol may come after the keys it governs.
+  EXPECT_EQ(onlyError(withVs("name: v\nmax_headers: 5\nlisten: 127.0.0.1:1\nprotocol: tcp\n"
+                             "pool: p\n")),
+            "virtual_services[0].max_headers: only for protocol http");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Every validation rule: key path and message
+
+struct RuleCase {
+  std::string yaml;
+  std::string expected;  // "key.path: message"
+};
+
+void expectRules(const std::vector<RuleCase>& cases) {
+  for (const RuleCase& c : cases) {
+    EXPECT_EQ(onlyError(c.yaml), c.expected) << "in:\n" << c.yaml;
+  }
+}
+
+TEST(RuleTest, Se) {
+  const std::string workers = "se.workers: expected an integer from 1 to 256";
+  const std::string drain = "se.drain_timeout: expected a duration from 0s to 1h";
+  const std::string buffer = "se.buffer_size: expected a size from 4KiB to 1MiB";
+  expectRules({
+      {"se: {workers: 0}", workers},
+      {"se: {workers: 257}", workers},
+      {"se: {workers: -1}", workers},
+      {"se: {workers: 1.5}", workers},
+      {"se: {workers: two}", workers},
+      {"se: {workers: [2]}", workers},
+      {"se: {workers: }", workers},
+      {"se: {workers: 99999999999999999999999}", workers},
+      {"se: {admin: \"*:9901\"}", "se.admin: expected an IP address, e.g. 0.0.0.0:8080"},
+      {"se: {admin: localhost:9901}", "se.admin: expected an IP address, e.g. 0.0.0.0:8080"},
+      {"se: {admin: 127.0.0.1}", "se.admin: expected host:port"},
+      {"se: {admin: 127.0.0.1:0}", "se.admin: port must be 1-65535"},
+      {"se: {admin: \"[::1\"}", "se.admin: expected [IPv6]:port"},
+      {"se: {admin: \"[::x]:1\"}", "se.admin: invalid IPv6 address"},
+      {"se: {admin: [127.0.0.1:9901]}", "se.admin: expected a string"},
+      {"se: {drain_timeout: 2h}", drain},
+      {"se: {drain_timeout: 61m}", drain},
+      {"se: {drain_timeout: 30}",
+       "se.drain_timeout: expected a duration with a unit, e.g. "
+       "300ms, 2s, 5m"},
+      {"se: {drain_timeout: 0.5ms}", "se.drain_timeout: durations have millisecond resolution"},
+      {"se: {drain_timeout: {s: 1}}",
+       "se.drain_timeout: expected a duration with a unit, e.g. "
+       "300ms, 2s, 5m"},
+      {"se: {buffer_size: 4095}", buffer},
+      {"se: {buffer_size: 1KiB}", buffer},
+      {"se: {buffer_size: 2MiB}", buffer},
+      {"se: {buffer_size: 16KB}", "se.buffer_size: expected a size, e.g. 16384, 16KiB, 1MiB"},
+      {"se: {buffer_size: 16 KiB}", "se.buffer_size: expected a size, e.g. 16384, 16KiB, 1MiB"},
+  });
+  // Bounds are inclusive.
+  auto config = mustLoad("se: {workers: 256, drain_timeout: 1h, buffer_size: 4096}");
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->se.workers, 256u);
+  EXPECT_EQ(config->se.drain_timeout, hours(1));
+  EXPECT_EQ(config->se.buffer_size, 4096u);
+  config = mustLoad("se: {workers: 1, buffer_size: 1MiB, admin: \"[::1]:9901\"}");
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->se.buffer_size, 1048576u);
+  EXPECT_EQ(config->se.admin->toString(), "[::1]:9901");
+}
+
+TEST(RuleTest, Store) {
+  expectRules({
+      {"store: {type: redis}", "store.type: redis is not supported yet"},
+      {"store: {type: etcd}", "store.type: expected one of: memory, redis"},
+      {"store: {type: Memory}", "store.type: expected one of: memory, redis"},
+      {"store: {type: [memory]}", "store.type: expected a string"},
+      {"store: {redis: {}}", "store.redis: not supported yet"},
+  });
+}
+
+TEST(RuleTest, VirtualServiceIdentity) {
+  const std::string name_rule =
+      "virtual_services[0].name: expected a name of 1-64 characters from A-Z a-z 0-9 _ . -";
+  expectRules({
+      {withVs("name: bad name\nlisten: 127.0.0.1:1\nprotocol: tcp\npool: p"), name_rule},
+      {withVs("name: \"\"\nlisten: 127.0.0.1:1\nprotocol: tcp\npool: p"), name_rule},
+      {withVs("name: " + std::string(65, 'n') + "\nlisten: 127.0.0.1:1\nprotocol: tcp\npool: p"),
+       name_rule},
+      {withVs("name: [a]\nlisten: 127.0.0.1:1\nprotocol: tcp\npool: p"), name_rule},
+      {withVs("name: a/b\nlisten: 127.0.0.1:1\nprotocol: tcp\npool: p"), name_rule},
+      {withVs("name: v\nlisten: \"*:8080\"\nprotocol: tcp\npool: p"),
+       "virtual_services[0].listen: expected an IP address, e.g. 0.0.0.0:8080"},
+      {withVs("name: v\nlisten: localhost:8080\nprotocol: tcp\npool: p"),
+       "virtual_services[0].listen: expected an IP address, e.g. 0.0.0.0:8080"},
+      {withVs("name: v\nlisten: 127.0.0.1:65536\nprotocol: tcp\npool: p"),
+       "virtual_services[0].listen: port must be 1-65535"},
+      {withVs("name: v\nlisten: 8080\nprotocol: tcp\npool: p"),
+       "virtual_services[0].listen: expected host:port"},
+      {withVs("name: v\nlisten: \"::1:8080\"\nprotocol: tcp\npool: p"),
+       "virtual_services[0].listen: an IPv6 address needs brackets, e.g. [::1]:8080"},
+      {withVs("name: v\nlisten: {ip: 127.0.0.1}\nprotocol: tcp\npool: p"),
+       "virtual_services[0].listen: expected a string"},
+      {withVs("name: v\nlisten: 127.0.0.1:1\nprotocol: udp\npool: p"),
+       "virtual_services[0].protocol: expected one of: tcp, http, https"},
+      {withVs("name: v\nlisten: 127.0.0.1:1\nprotocol: HTTP\npool: p"),
+       "virtual_services[0].protocol: expected one of: tcp, http, https"},
+      {withVs("name: v\nlisten: 127.0.0.1:1\nprotocol: [tcp]\npool: p"),
+       "virtual_services[0].protocol: expected a string"},
+      {withVs("name: v\nlisten: 127.0.0.1:1\nprotocol: tcp\npool: nope"),
+       "virtual_services[0].pool: no pool named \"nope\""},
+      {withVs("name: v\nlisten: 127.0.0.1:1\nprotocol: tcp\npool: [p]"),
+       "virtual_services[0].pool: expected a string"},
+  });
+}
+
+TEST(RuleTest, VirtualServicesAreUnique) {
+  const std::string second_web =
+      "  - name: web\n    listen: 127.0.0.1:8081\n    protocol: tcp\n"
+      "    pool: p\n";
+  EXPECT_THAT(
+      errorsOf(withVs("name: web\nlisten: 127.0.0.1:8080\nprotocol: http\npool: p\n") + second_web),
+      ElementsAre("test.yaml:10: virtual_services[1].name: virtual service \"web\" is "
+                  "already defined on line 6"));
+  // Equal addresses conflict however they are spelled.
+  EXPECT_THAT(errorsOf(withVs("name: a\nlisten: \"[::1]:8080\"\nprotocol: http\npool: p\n") +
+                       "  - {name: b, listen: \"[0::1]:8080\", protocol: tcp, pool: p}\n"),
+              ElementsAre("test.yaml:10: virtual_services[1].listen: [::1]:8080 is already used "
+                          "by virtual service \"a\""));
+  // The pool name is its own namespace, and so is the pool list.
+  EXPECT_THAT(
+      errorsOf(withPool(kPoolBase) + "  - name: p\n    servers: [{address: 127.0.0.1:2}]\n"),
+      ElementsAre("test.yaml:5: pools[1].name: pool \"p\" is already defined on line 2"));
+}
+
+TEST(RuleTest, VirtualServiceLimits) {
+  expectRules({
+      {withVs(kHttpVs + "max_connections: 10000001"),
+       "virtual_services[0].max_connections: expected an integer from 0 to 10000000"},
+      {withVs(kHttpVs + "max_connections: -1"),
+       "virtual_services[0].max_connections: expected an integer from 0 to 10000000"},
+      {withVs(kHttpVs + "max_header_size: 1023"),
+       "virtual_services[0].max_header_size: expected a size from 1KiB to 1MiB"},
+      {withVs(kHttpVs + "max_header_size: 2MiB"),
+       "virtual_services[0].max_header_size: expected a size from 1KiB to 1MiB"},
+      {withVs(kHttpVs + "max_header_size: 8kb"),
+       "virtual_services[0].max_header_size: expected a size, e.g. 16384, 16KiB, 1MiB"},
+      {withVs(kHttpVs + "max_headers: 0"),
+       "virtual_services[0].max_headers: expected an integer from 1 to 1000"},
+      {withVs(kHttpVs + "max_headers: 1001"),
+       "virtual_services[0].max_headers: expected an integer from 1 to 1000"},
+      {withVs(kHttpVs + "x_forwarded_for: yes"),
+       "virtual_services[0].x_forwarded_for: expected true or false"},
+      {withVs(kHttpVs + "x_forwarded_for: 1"),
+       "virtual_services[0].x_forwarded_for: expected true or false"},
+      {withVs(kHttpVs + "x_forwarded_for: \"on\""),
+       "virtual_services[0].x_forwarded_for: expected true or false"},
+  });
+  auto config = mustLoad(withVs(kHttpVs + "max_header_size: 1KiB\nmax_headers: 1"));
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->virtual_services[0].max_header_size, 1024u);
+  EXPECT_EQ(config->virtual_services[0].max_headers, 1u);
+  config = mustLoad(withVs(kHttpVs + "max_header_size: 1MiB"));
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->virtual_services[0].max_header_size, 1048576u);
+}
+
+TEST(RuleTest, VirtualServiceTimeouts) {
+  const std::string range = ": expected a duration greater than 0 and at most 24h";
+  const std::string unit = ": expected a duration with a unit, e.g. 300ms, 2s, 5m";
+  const std::string p = "virtual_services[0].timeouts.";
+  expectRules({
+      {withVs(kHttpVs + "timeouts: {client_header: 0s}"), p + "client_header" + range},
+      {withVs(kHttpVs + "timeouts: {idle: 25h}"), p + "idle" + range},
+      {withVs(kHttpVs + "timeouts: {client: 0ms}"), p + "client" + range},
+      {withVs(kHttpVs + "timeouts: {connect: 86400001ms}"), p + "connect" + range},
+      {withVs(kHttpVs + "timeouts: {server: 0h}"), p + "server" + range},
+      {withVs(kHttpVs + "timeouts: {connect: 5}"), p + "connect" + unit},
+      {withVs(kHttpVs + "timeouts: {server: fast}"), p + "server" + unit},
+      {withVs(kHttpVs + "timeouts: {idle: -1s}"), p + "idle" + unit},
+      {withVs(kHttpVs + "timeouts: 10s"), "virtual_services[0].timeouts: expected a map"},
+  });
+  auto config = mustLoad(withVs(kTcpVs + "timeouts: {idle: 24h, connect: 1ms}"));
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->virtual_services[0].timeouts.idle, hours(24));
+  EXPECT_EQ(config->virtual_services[0].timeouts.connect, milliseconds(1));
+  config = mustLoad(withVs(kHttpVs + "timeouts:\n"));
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->virtual_services[0].timeouts.idle, seconds(60));
+}
+
+TEST(RuleTest, Pools) {
+  const std::string name_rule =
+      "pools[0].name: expected a name of 1-64 characters from A-Z a-z 0-9 _ . -";
+  const std::string lb_other =
+      "pools[0].lb_algorithm: expected one of: round_robin, least_connections, "
+      "least_response_time, consistent_hash, random_two_choices";
+  const std::string servers = "name: p\nservers: [{address: 127.0.0.1:9001}]\n";
+  expectRules({
+      {withPool("name: web pool\nservers: [{address: 127.0.0.1:9001}]"), name_rule},
+      {withPool("name: {a: 1}\nservers: [{address: 127.0.0.1:9001}]"), name_rule},
+      {withPool(servers + "lb_algorithm: least_connections"),
+       "pools[0].lb_algorithm: least_connections is not supported yet"},
+      {withPool(servers + "lb_algorithm: least_response_time"),
+       "pools[0].lb_algorithm: least_response_time is not supported yet"},
+      {withPool(servers + "lb_algorithm: consistent_hash"),
+       "pools[0].lb_algorithm: consistent_hash is not supported yet"},
+      {withPool(servers + "lb_algorithm: random_two_choices"),
+       "pools[0].lb_algorithm: random_two_choices is not supported yet"},
+      {withPool(servers + "lb_algorithm: roundrobin"), lb_other},
+      {withPool(servers + "lb_algorithm: [round_robin]"),
+       "pools[0].lb_algorithm: expected a string"},
+      {withPool("name: p"), "pools[0].servers: at least one server is required"},
+      {withPool("name: p\nservers: []"), "pools[0].servers: at least one server is required"},
+      {withPool("name: p\nservers:"), "pools[0].servers: at least one server is required"},
+      {withPool("name: p\nservers: {address: 127.0.0.1:1}"), "pools[0].servers: expected a list"},
+      {withPool(servers + "connection_pool: {max_idle_per_server: 100001}"),
+       "pools[0].connection_pool.max_idle_per_server: expected an integer from 0 to 100000"},
+      {withPool(servers + "connection_pool: {max_idle_per_server: lots}"),
+       "pools[0].connection_pool.max_idle_per_server: expected an integer from 0 to 100000"},
+      {withPool(servers + "connection_pool: {idle_timeout: 0s}"),
+       "pools[0].connection_pool.idle_timeout: expected a duration greater than 0 and at most "
+       "24h"},
+      {withPool(servers + "connection_pool: {idle_timeout: 30}"),
+       "pools[0].connection_pool.idle_timeout: expected a duration with a unit, e.g. 300ms, 2s, "
+       "5m"},
+      {withPool(servers + "connection_pool: [1]"), "pools[0].connection_pool: expected a map"},
+      {withPool(servers + "health_monitors: [http-ok]"),
+       "pools[0].health_monitors: not supported yet"},
+  });
+  auto config = mustLoad(withPool(servers + "connection_pool: {max_idle_per_server: 100000, "
+                                            "idle_timeout: 24h}"));
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->pools[0].connection_pool.max_idle_per_server, 100000u);
+  EXPECT_EQ(config->pools[0].connection_pool.idle_timeout, hours(24));
+}
+
+TEST(RuleTest, Servers) {
+  const std::string p = "pools[0].servers[0].";
+  expectRules({
+      {withPool("name: p\nservers: [{weight: 1}]"), p + "address: required key is missing"},
+      {withPool("name: p\nservers: [{address: 127.0.0.1}]"), p + "address: expected host:port"},
+      {withPool("name: p\nservers: [{address: \"localhost:0\"}]"),
+       p + "address: port must be 1-65535"},
+      {withPool("name: p\nservers: [{address: \"10.1:80\"}]"), p + "address: invalid IPv4 address"},
+      {withPool("name: p\nservers: [{address: \"[::1\"}]"), p + "address: expected [IPv6]:port"},
+      {withPool("name: p\nservers: [{address: [127.0.0.1:80]}]"), p + "address: expected a string"},
+      {withPool("name: p\nservers: [{address: 127.0.0.1:1, weight: 0}]"),
+       p + "weight: expected an integer from 1 to 256"},
+      {withPool("name: p\nservers: [{address: 127.0.0.1:1, weight: 257}]"),
+       p + "weight: expected an integer from 1 to 256"},
+      {withPool("name: p\nservers: [{address: 127.0.0.1:1, weight: 0.5}]"),
+       p + "weight: expected an integer from 1 to 256"},
+      {withPool("name: p\nservers: [{address: 127.0.0.1:1, enabled: no}]"),
+       p + "enabled: expected true or false"},
+      {withPool("name: p\nservers: [{address: 127.0.0.1:1, enabled: }]"),
+       p + "enabled: expected true or false"},
+  });
+  std::string error = onlyError(withPool("name: p\nservers: [{address: \"nohost.invalid:80\"}]"));
+  EXPECT_THAT(error, StartsWith(p + "address: cannot resolve \"nohost.invalid\": "));
+}
+
+TEST(RuleTest, DuplicateServersInAPool) {
+  EXPECT_THAT(errorsOf(doc(R"(
+pools:
+  - name: p
+    servers:
+      - address: 127.0.0.1:9001
+      - address: 127.0.0.1:9002
+      - address: "[::1]:9001"
+      - address: "[0::1]:9001"
+      - address: 127.0.0.1:9002
+  - name: q
+    servers:
+      - address: 127.0.0.1:9001
+)")),
+              ElementsAre("test.yaml:7: pools[0].servers[3].address: duplicate address "
+                          "[::1]:9001 (same as servers[2])",
+                          "test.yaml:8: pools[0].servers[4].address: duplicate address "
+                          "127.0.0.1:9002 (same as servers[1])"));
+  // A host name that resolves to an address already listed is the same server.
+  std::string error;
+  auto localhost = SocketAddress::resolve("localhost:9001", &error);
+  ASSERT_TRUE(localhost.has_value()) << error;
+  EXPECT_THAT(errorsOf(withPool("name: p\nservers:\n  - address: " + localhost->toString() +
+                                "\n  - address: localhost:9001\n")),
+              ElementsAre("test.yaml:5: pools[0].servers[1].address: duplicate address " +
+                          localhost->toString() + " (same as servers[0])"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files
+
+class FileTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string pattern = ::testing::TempDir() + "ballast_config_XXXXXX";
+    std::vector<char> buffer(pattern.begin(), pattern.end());
+    buffer.push_back('\0');
+    ASSERT_NE(mkdtemp(buffer.data()), nullptr);
+    dir_ = buffer.data();
+  }
+  void TearDown() override {
+    for (const std::string& file : files_) unlink(file.c_str());
+    rmdir(dir_.c_str());
+  }
+  std::string write(const std::string& name, const std::string& text) {
+    std::string path = dir_ + "/" + name;
+    std::ofstream(path) << text;
+    files_.push_back(path);
+    return path;
+  }
+
+  std::string dir_;
+  std::vector<std::string> files_;
+};
+
+TEST_F(FileTest, LoadsAFileAndRecordsItsPath) {
+  std::string path = write("ok.yaml", withVs(kHttpVs));
+  LoadResult result = loadFile(path);
+  ASSERT_TRUE(result.ok());
+  EXPECT_EQ(result.config->source, path);
+}
+
+TEST_F(FileTest, ErrorsNameTheFile) {
+  std::string path = write("bad.yaml", "se:\n  workers: 0\n");
+  LoadResult result = loadFile(path);
+  ASSERT_FALSE(result.ok());
+  ASSERT_EQ(result.errors.size(), 1u);
+  EXPECT_EQ(result.errors[0].file, path);
+  EXPECT_EQ(result.errors[0].line, 2);
+  EXPECT_EQ(result.errors[0].toString(),
+            path + ":2: se.workers: expected an integer from 1 to 256");
+}
+
+TEST_F(FileTest, UnreadableFiles) {
+  LoadResult missing = loadFile(dir_ + "/missing.yaml");
+  ASSERT_FALSE(missing.ok());
+  ASSERT_EQ(missing.errors.size(), 1u);
+  EXPECT_EQ(missing.errors[0].line, 0);
+  EXPECT_EQ(missing.errors[0].toString(),
+            dir_ + "/missing.yaml: cannot read: No such file or directory");
+
+  LoadResult directory = loadFile(dir_);
+  ASSERT_FALSE(directory.ok());
+  ASSERT_EQ(directory.errors.size(), 1u);
+  EXPECT_EQ(directory.errors[0].toString(), dir_ + ": cannot read: Is a directory");
+}
+
+TEST_F(FileTest, EmptyFile) {
+  std::string path = write("empty.yaml", "");
+  EXPECT_EQ(loadFile(path).errors.at(0).toString(), path + ": the configuration is empty");
+}
+
+// The repository's own examples must stay valid.
+std::string repoFile(const std::string& relative) {
+  std::string here = __FILE__;  // <repo>/tests/unit/config/config_test.cc
+  std::string root = here.substr(0, here.rfind("/tests/unit/config/"));
+  return root + "/" + relative;
+}
+
+TEST(ExamplesTest, QuickstartLoads) {
+  LoadResult result = loadFile(repoFile("examples/quickstart.yaml"));
+  for (const ConfigError& error : result.errors) ADD_FAILURE() << error.toString();
+  ASSERT_TRUE(result.ok());
+  const Config& config = *result.config;
+  EXPECT_EQ(config.se.workers, 2u);
+  EXPECT_EQ(config.se.admin_text, "127.0.0.1:9901");
+  ASSERT_EQ(config.virtual_services.size(), 2u);
+  EXPECT_EQ(config.virtual_services[0].name, "web");
+  EXPECT_EQ(config.virtual_services[0].protocol, Protocol::Http);
+  EXPECT_EQ(config.virtual_services[0].listen.toString(), "127.0.0.1:8080");
+  EXPECT_EQ(config.virtual_services[1].name, "web-tcp");
+  EXPECT_EQ(config.virtual_services[1].protocol, Protocol::Tcp);
+  EXPECT_EQ(config.virtual_services[1].listen.toString(), "127.0.0.1:8081");
+  ASSERT_EQ(config.pools.size(), 1u);
+  EXPECT_EQ(config.pools[0].name, "demo");
+  ASSERT_EQ(config.pools[0].servers.size(), 2u);
+  EXPECT_EQ(config.pools[0].servers[0].address.toString(), "127.0.0.1:9001");
+  EXPECT_EQ(config.pools[0].servers[1].address.toString(), "127.0.0.1:9002");
+  for (const VirtualService& vs : config.virtual_services) EXPECT_EQ(vs.pool, "demo");
+}
+
+// docs/configuration.md's "Full example" is loaded as written, so the reference cannot drift
+// from the loader.
+TEST(ExamplesTest, DocumentationFullExampleLoads) {
+  std::ifstream in(repoFile("docs/configuration.md"));
+  ASSERT_TRUE(in) << "cannot open docs/configuration.md";
+  std::stringstream text;
+  text << in.rdbuf();
+  std::string md = text.str();
+  size_t heading = md.find("\n## Full example");
+  ASSERT_NE(heading, std::string::npos);
+  size_t start = md.find("```yaml\n", heading);
+  ASSERT_NE(start, std::string::npos);
+  start += 8;
+  size_t end = md.find("\n```", start);
+  ASSERT_NE(end, std::string::npos);
+  auto config = mustLoad(md.substr(start, end - start + 1));
+  ASSERT_NE(config, nullptr);
+  EXPECT_FALSE(config->virtual_services.empty());
+  EXPECT_FALSE(config->pools.empty());
+}
+
+}  // namespace
+}  // namespace ballast::config
