@@ -1,1 +1,47 @@
-int main() { return 0; }
+// ballast: one binary, subcommands per process role (DESIGN.md, "Processes").
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <string>
+
+#include "se/service_engine.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"Ballast: a distributed software load balancer", "ballast"};
+  app.set_version_flag("--version", std::string("ballast ") + BALLAST_VERSION);
+  app.require_subcommand(1);
+
+  CLI::App* se = app.add_subcommand("se", "Run a service engine (the data plane)");
+  std::string config_path, check_path;
+  auto* config_opt = se->add_option("--config", config_path, "Configuration file (YAML)");
+  auto* check_opt =
+      se->add_option("--check-config", check_path, "Validate a configuration file and exit");
+  config_opt->excludes(check_opt);
+  se->set_version_flag("--version", std::string("ballast ") + BALLAST_VERSION);
+
+  // Name a mistyped command rather than only saying that one is required.
+  if (argc > 1 && argv[1][0] != '-' && std::string(argv[1]) != "se") {
+    std::fprintf(stderr, "ballast: unknown command '%s' (commands: se; see ballast --help)\n", argv[1]);
+    return 2;
+  }
+  if (argc > 1 && argv[1][0] == '-' && std::string(argv[1]) != "--help" &&
+      std::string(argv[1]) != "-h" && std::string(argv[1]) != "--version") {
+    std::fprintf(stderr, "ballast: unknown option '%s' (see ballast --help)\n", argv[1]);
+    return 2;
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? 0 : 2;
+  }
+  if (se->parsed()) {
+    if (!check_path.empty()) return ballast::se::checkConfig(check_path);
+    if (config_path.empty()) {
+      std::fprintf(stderr, "ballast se: --config FILE (or --check-config FILE) is required\n");
+      return 2;
+    }
+    return ballast::se::runServiceEngine(config_path);
+  }
+  return 2;
+}

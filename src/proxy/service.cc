@@ -1,0 +1,24 @@
+#include "proxy/service.h"
+
+namespace ballast::proxy {
+
+const lb::Pool* Snapshot::findPool(const std::string& name) const {
+  for (const lb::Pool& p : pools)
+    if (p.name == name) return &p;
+  return nullptr;
+}
+
+Service::Service(std::shared_ptr<const Snapshot> snap, size_t vs_index, size_t worker_index)
+    : snapshot(std::move(snap)),
+      config(snapshot->config->virtual_services[vs_index]),
+      pool(*snapshot->findPool(config.pool)),
+      balancer(lb::makeLoadBalancer(pool)),
+      stats(*snapshot->vs_stats[vs_index]),
+      counters(stats.per_worker[worker_index]),
+      worker(worker_index) {
+  for (const lb::Server& s : pool.servers) server_counters.push_back(&s.stats->per_worker[worker]);
+  limits.max_head_size = config.max_header_size;
+  limits.max_fields = config.max_headers;
+}
+
+}  // namespace ballast::proxy

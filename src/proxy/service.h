@@ -1,0 +1,41 @@
+// What a worker needs to serve one virtual service: the configuration snapshot it belongs to,
+// the pool, this worker's load balancer for it, and this worker's counters.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "config/config.h"
+#include "core/stats.h"
+#include "http/message.h"
+#include "lb/balancer.h"
+#include "lb/pool.h"
+
+namespace ballast::proxy {
+
+// An immutable configuration with the pools built from it. Shared by all workers; kept alive by
+// every connection that started on it.
+struct Snapshot {
+  std::shared_ptr<const config::Config> config;
+  std::vector<lb::Pool> pools;                       // same order as config->pools
+  std::vector<std::shared_ptr<VsStats>> vs_stats;    // same order as config->virtual_services
+
+  const lb::Pool* findPool(const std::string& name) const;
+};
+
+// One virtual service as one worker runs it. Connections hold a shared_ptr to it.
+struct Service {
+  Service(std::shared_ptr<const Snapshot> snapshot, size_t vs_index, size_t worker);
+
+  std::shared_ptr<const Snapshot> snapshot;
+  const config::VirtualService& config;
+  const lb::Pool& pool;
+  std::unique_ptr<lb::LoadBalancer> balancer;
+  VsStats& stats;
+  VsCounters& counters;                              // this worker's slot
+  std::vector<ServerCounters*> server_counters;      // this worker's slot, by server index
+  http::Limits limits;
+  size_t worker;
+};
+
+}  // namespace ballast::proxy

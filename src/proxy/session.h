@@ -1,0 +1,54 @@
+// What every client connection of a worker shares: the worker's context, and a list of live
+// sessions so the worker can drain or abort them.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+
+#include "core/buffer.h"
+#include "core/event_loop.h"
+#include "proxy/service.h"
+#include "proxy/upstream.h"
+
+namespace ballast::proxy {
+
+class Session;
+
+// Per-worker state the proxy uses. Owned by the worker; lives as long as its loop.
+struct WorkerContext {
+  WorkerContext(EventLoop& l, BufferPool& b, UpstreamPool& u, size_t w)
+      : loop(l), buffers(b), upstreams(u), worker(w) {}
+  EventLoop& loop;
+  BufferPool& buffers;
+  UpstreamPool& upstreams;
+  size_t worker;
+  bool draining = false;    // stopping: finish what is in flight, accept nothing new
+  Session* sessions = nullptr;  // intrusive list of live sessions
+  size_t session_count = 0;
+};
+
+// A client connection and everything it drives (L4 stream or HTTP exchanges).
+class Session : public Deferred {
+ public:
+  Session(WorkerContext& ctx, std::shared_ptr<Service> service);
+  ~Session() override;
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // Stop taking new work: close when idle, or after the exchange in flight.
+  virtual void drain() = 0;
+  // Close now (drain timeout reached).
+  virtual void abort() = 0;
+
+  Session* next() const { return next_; }
+
+ protected:
+  WorkerContext& ctx_;
+  std::shared_ptr<Service> service_;
+
+ private:
+  Session* prev_ = nullptr;
+  Session* next_ = nullptr;
+};
+
+}  // namespace ballast::proxy
