@@ -106,8 +106,11 @@ void checkWith(std::string_view in, const Limits& limits, uint64_t h) {
   FUZZ_CHECK(again.headLength() == out.size());
   const RequestHead& re = again.head();
   FUZZ_CHECK(re.method == head.method);
-  FUZZ_CHECK(re.target == head.forward_target);
-  FUZZ_CHECK(re.forward_target == head.forward_target);
+  // "http://h?q" forwards "?q", which the serializer sends as "/?q".
+  const std::string sent_target =
+      (head.forward_target.substr(0, 1) == "?" ? "/" : "") + std::string(head.forward_target);
+  FUZZ_CHECK(re.target == sent_target);
+  FUZZ_CHECK(re.forward_target == sent_target);
   FUZZ_CHECK(re.authority == head.authority);
   FUZZ_CHECK(re.version == Version::Http11);
   FUZZ_CHECK(re.body == head.body);
