@@ -57,6 +57,7 @@ void TcpSession::onConnectResult(int error) {
     server_->errors[static_cast<size_t>(ErrorKind::ConnectRefused)].add();
     ctx_.upstreams.close(upstream_);
     upstream_ = nullptr;
+    to_client_.resetFlags();  // nothing of the failed attempt carries over
     connectNext();
     return;
   }
@@ -75,18 +76,18 @@ void TcpSession::onIoEvents(uint32_t events) {
 
 void TcpSession::onUpstreamEvents(uint32_t events) {
   if (closed_) return;
-  if (!connected_) {
-    if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
-      int error = socketError(upstream_->fd());
-      if (error == 0 && (events & (EPOLLERR | EPOLLHUP))) error = ECONNREFUSED;
-      if (events & EPOLLIN) to_client_.readable = true;
-      onConnectResult(error);
-    }
-    return;
-  }
+  // Data and even the server's FIN can come in the same event as the connect's completion: take
+  // every flag now, or the FIN (an edge already consumed) would never be read.
   if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) to_client_.readable = true;
   if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) to_client_.hangup = true;
   if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) to_server_.writable = true;
+  if (!connected_) {
+    if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
+    int error = socketError(upstream_->fd());
+    if (error == 0 && (events & (EPOLLERR | EPOLLHUP))) error = ECONNREFUSED;
+    onConnectResult(error);
+    return;
+  }
   pump();
 }
 

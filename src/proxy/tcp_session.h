@@ -33,6 +33,7 @@ class TcpSession final : public Session, public IoHandler, public UpstreamUser, 
     bool writable = true;   // the destination took everything last time
     bool eof = false;       // the source has closed its side
     bool shut = false;      // the destination's write side was shut down
+    void resetFlags() { readable = hangup = eof = shut = false, writable = true; }
   };
   enum Tag { kIdleTimer, kConnectTimer };
 
