@@ -32,10 +32,38 @@ const char* toString(Protocol p) {
 
 const char* toString(LbAlgorithm a) {
   switch (a) {
-    case LbAlgorithm::RoundRobin:
-      return "round_robin";
+    case LbAlgorithm::RoundRobin: return "round_robin";
+    case LbAlgorithm::LeastConnections: return "least_connections";
+    case LbAlgorithm::LeastResponseTime: return "least_response_time";
+    case LbAlgorithm::RandomTwoChoices: return "random_two_choices";
+    case LbAlgorithm::ConsistentHash: return "consistent_hash";
   }
   return "unknown";
+}
+
+const char* toString(HashKeyType t) {
+  switch (t) {
+    case HashKeyType::ClientIp: return "client_ip";
+    case HashKeyType::Header: return "header";
+    case HashKeyType::Path: return "path";
+    case HashKeyType::Cookie: return "cookie";
+  }
+  return "unknown";
+}
+
+const char* toString(MonitorType t) {
+  switch (t) {
+    case MonitorType::Tcp: return "tcp";
+    case MonitorType::Http: return "http";
+    case MonitorType::Https: return "https";
+  }
+  return "unknown";
+}
+
+const HealthMonitor* Config::findMonitor(const std::string& name) const {
+  for (const HealthMonitor& m : health_monitors)
+    if (m.name == name) return &m;
+  return nullptr;
 }
 
 }  // namespace ballast::config

@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/address.h"
@@ -16,7 +17,9 @@ namespace ballast::config {
 using Duration = std::chrono::milliseconds;
 
 enum class Protocol { Tcp, Http };
-enum class LbAlgorithm { RoundRobin };
+enum class LbAlgorithm { RoundRobin, LeastConnections, LeastResponseTime, RandomTwoChoices, ConsistentHash };
+enum class HashKeyType { ClientIp, Header, Path, Cookie };
+enum class MonitorType { Tcp, Http, Https };
 
 struct SeSettings {
   unsigned workers = 0;                         // 0 in the file is invalid; default = number of cores
@@ -24,6 +27,9 @@ struct SeSettings {
   std::string admin_text;                       // as written, for messages
   Duration drain_timeout = std::chrono::seconds(30);
   uint32_t buffer_size = 16 * 1024;             // per-connection, per-direction buffer (bytes)
+  // Unix socket through which a new `ballast se --takeover PATH` takes the listening sockets
+  // (binary upgrade without dropping connections). Empty: none.
+  std::string control_socket;
 };
 
 struct StoreSettings {
@@ -49,6 +55,10 @@ struct VirtualService {
   uint32_t max_headers = 100;                   // header fields per head
   bool x_forwarded_for = true;                  // add X-Forwarded-For and X-Forwarded-Proto
   VsTimeouts timeouts;
+  // Further attempts on another server after a failure (connect refused/timeout always; a reset or
+  // empty response only for idempotent requests that can be sent again). 0..10, default 2.
+  uint32_t retries = 2;
+  std::string access_log;                       // "" = off, "stdout", or a file path
   int line = 0;                                 // where it was defined, for messages
 };
 
@@ -56,7 +66,45 @@ struct Server {
   std::string address_text;                     // as written: "127.0.0.1:9001", "localhost:9001"
   SocketAddress address;                        // resolved at load time
   uint32_t weight = 1;                          // 1..256
+  bool enabled = true;                          // false: no new traffic at all
+  bool drain = false;                           // no new connections; existing ones finish
+  uint32_t max_connections = 0;                 // concurrent connections (TCP) or requests in
+                                                // flight (HTTP) across the engine; 0 = no limit
+};
+
+// For consistent_hash: what identifies a client.
+struct HashKey {
+  HashKeyType type = HashKeyType::ClientIp;
+  std::string name;                             // header or cookie name (type Header / Cookie)
+};
+
+// Passive health: servers that fail in a row are taken out for a while (like Envoy's outlier
+// detection; same defaults).
+struct OutlierDetection {
   bool enabled = true;
+  uint32_t consecutive_5xx = 5;                 // 0 = not on 5xx
+  uint32_t consecutive_gateway_failure = 5;     // connect refused/timeout, reset, timeout; 0 = off
+  Duration base_ejection_time = std::chrono::seconds(30);  // times the number of ejections
+  Duration max_ejection_time = std::chrono::seconds(300);
+  uint32_t max_ejection_percent = 10;           // of the pool's servers; at least one may be ejected
+  // Never eject when fewer than this percentage of the pool's servers would be left in use.
+  uint32_t panic_threshold = 50;
+};
+
+struct HealthMonitor {
+  std::string name;
+  MonitorType type = MonitorType::Tcp;
+  Duration interval = std::chrono::seconds(5);
+  Duration timeout = std::chrono::seconds(2);
+  uint32_t rise = 2;                            // successes in a row to go up
+  uint32_t fall = 3;                            // failures in a row to go down
+  std::string method = "GET";                   // http/https: from `request: "GET /health"`
+  std::string path = "/";
+  std::string host;                             // Host field; default: the server's address
+  std::vector<std::pair<int, int>> expect = {{200, 299}};  // accepted status ranges
+  std::string body;                             // substring the body must contain ("" = any)
+  uint16_t port = 0;                            // check this port instead of the server's
+  int line = 0;
 };
 
 struct ConnectionPoolSettings {
@@ -67,8 +115,11 @@ struct ConnectionPoolSettings {
 struct Pool {
   std::string name;
   LbAlgorithm lb_algorithm = LbAlgorithm::RoundRobin;
+  HashKey hash_key;                             // consistent_hash only
   std::vector<Server> servers;
   ConnectionPoolSettings connection_pool;
+  std::vector<std::string> health_monitors;     // names in Config::health_monitors; all must pass
+  OutlierDetection outlier_detection;
   int line = 0;
 };
 
@@ -78,8 +129,10 @@ struct Config {
   StoreSettings store;
   std::vector<VirtualService> virtual_services;
   std::vector<Pool> pools;
+  std::vector<HealthMonitor> health_monitors;
 
   const Pool* findPool(const std::string& name) const;
+  const HealthMonitor* findMonitor(const std::string& name) const;
 };
 
 // A configuration error: "file:line: key.path: message".
@@ -104,5 +157,7 @@ LoadResult loadString(const std::string& yaml_text, const std::string& source_na
 
 const char* toString(Protocol p);
 const char* toString(LbAlgorithm a);
+const char* toString(HashKeyType t);
+const char* toString(MonitorType t);
 
 }  // namespace ballast::config

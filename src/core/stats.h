@@ -16,6 +16,7 @@ class Counter {
   void add(uint64_t n = 1) { v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
   void sub(uint64_t n = 1) { v_.store(v_.load(std::memory_order_relaxed) - n, std::memory_order_relaxed); }
   uint64_t get() const { return v_.load(std::memory_order_relaxed); }
+  void set(uint64_t v) { v_.store(v, std::memory_order_relaxed); }
 
  private:
   std::atomic<uint64_t> v_{0};
@@ -74,6 +75,7 @@ struct alignas(64) VsCounters {
   Counter bytes_out;   // to clients
   std::array<Counter, 5> responses;  // 1xx..5xx
   std::array<Counter, kErrorKinds> errors;
+  Counter retries;                   // further attempts on another server
   Histogram request_duration;        // first byte of request -> last byte of response
 };
 
@@ -87,8 +89,21 @@ struct alignas(64) ServerCounters {
   Counter bytes_out;           // to the server
   std::array<Counter, 5> responses;
   std::array<Counter, kErrorKinds> errors;
+  Counter retries;              // attempts that failed here and went on to another server
+  Counter ejections;            // times the outlier detector took it out
   Histogram response_duration;  // request sent -> first byte of the response
+  // For the balancing algorithms (this worker's share; algorithms sum the workers' slots).
+  Counter in_flight;            // requests in flight (HTTP) or open connections (TCP)
+  Counter ewma_us;              // moving average of response times (µs), see recordResponseTime
+  Counter ewma_samples;
 };
+
+// Folds a response time into a worker's moving average (weight 1/8 per sample, like TCP's SRTT).
+inline void recordResponseTime(ServerCounters& c, uint64_t us) {
+  uint64_t avg = c.ewma_us.get();
+  c.ewma_us.set(c.ewma_samples.get() == 0 ? us : avg - avg / 8 + us / 8);
+  c.ewma_samples.add();
+}
 
 template <typename Slot>
 class PerWorker {

@@ -8,12 +8,54 @@ namespace ballast::lb {
 
 std::unique_ptr<LoadBalancer> makeLoadBalancer(const Pool& pool) {
   switch (pool.config ? pool.config->lb_algorithm : config::LbAlgorithm::RoundRobin) {
-    case config::LbAlgorithm::RoundRobin: return std::make_unique<RoundRobin>(pool);
+    case config::LbAlgorithm::RoundRobin:
+    default:
+      return std::make_unique<RoundRobin>(pool);
   }
-  return std::make_unique<RoundRobin>(pool);
 }
 
 void preparePool(Pool& pool) { pool.rr_order = weightedOrder(pool.servers); }
+
+bool usable(const Server& s, const PickContext& ctx, bool ignore_ejection) {
+  if (!s.enabled || s.drain) return false;
+  const ServerState& st = *s.state;
+  if (!st.healthy.load(std::memory_order_relaxed)) return false;
+  if (!ignore_ejection && st.ejected(ctx.now_ms)) return false;
+  if (s.max_connections != 0 &&
+      st.limited_in_use.load(std::memory_order_relaxed) >= static_cast<int32_t>(s.max_connections))
+    return false;
+  return std::find(ctx.excluded.begin(), ctx.excluded.end(), s.index) == ctx.excluded.end();
+}
+
+uint64_t inFlight(const Server& s) {
+  return s.state->stats.per_worker.sum([](const ServerCounters& c) { return c.in_flight.get(); });
+}
+
+uint64_t averageResponseMicros(const Server& s) {
+  const auto& w = s.state->stats.per_worker;
+  uint64_t sum = 0, n = 0;
+  for (size_t i = 0; i < w.size(); ++i) {
+    if (w[i].ewma_samples.get() == 0) continue;
+    sum += w[i].ewma_us.get();
+    ++n;
+  }
+  return n == 0 ? 0 : sum / n;
+}
+
+uint64_t hashKey(std::string_view key) {
+  // FNV-1a, then a murmur3-style finalizer to spread the bits: stable everywhere.
+  uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : key) {
+    h ^= c;
+    h *= 1099511628211ULL;
+  }
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdULL;
+  h ^= h >> 33;
+  h *= 0xc4ceb9fe1a85ec53ULL;
+  h ^= h >> 33;
+  return h;
+}
 
 std::vector<uint32_t> weightedOrder(const std::vector<Server>& servers) {
   uint32_t g = 0;
@@ -49,6 +91,12 @@ std::vector<uint32_t> weightedOrder(const std::vector<Server>& servers) {
 }
 
 const Server* RoundRobin::pick(const PickContext& ctx) {
+  if (const Server* s = pickOnce(ctx, false)) return s;
+  // Every usable server is ejected: ejections give way (the panic rule) rather than failing.
+  return pickOnce(ctx, true);
+}
+
+const Server* RoundRobin::pickOnce(const PickContext& ctx, bool ignore_ejection) {
   const std::vector<uint32_t>& order = pool_.rr_order;
   size_t n = order.size();
   // A turn that falls on a server that cannot be used is not passed to its neighbour in the
@@ -57,17 +105,12 @@ const Server* RoundRobin::pick(const PickContext& ctx) {
   for (size_t attempt = 0; attempt < n; ++attempt) {
     uint64_t turn = pool_.rr_next->fetch_add(1, std::memory_order_relaxed);
     const Server& s = pool_.servers[order[turn % n]];
-    if (usable(s, ctx)) return &s;
+    if (usable(s, ctx, ignore_ejection)) return &s;
   }
   // Unlucky draws (or almost nothing usable): take the first usable server in order.
   for (uint32_t index : order)
-    if (usable(pool_.servers[index], ctx)) return &pool_.servers[index];
+    if (usable(pool_.servers[index], ctx, ignore_ejection)) return &pool_.servers[index];
   return nullptr;
-}
-
-bool RoundRobin::usable(const Server& s, const PickContext& ctx) {
-  return s.enabled &&
-         std::find(ctx.excluded.begin(), ctx.excluded.end(), s.index) == ctx.excluded.end();
 }
 
 }  // namespace ballast::lb

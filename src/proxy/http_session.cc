@@ -455,7 +455,7 @@ bool HttpSession::acquireUpstream(bool allow_pooled) {
     server_ref_ = server;
     server_ = service_->server_counters[server->index];
     if (allow_pooled) {
-      upstream_conn_ = ctx_.upstreams.take(server->stats->key, server->index, this);
+      upstream_conn_ = ctx_.upstreams.take(server->state->key(), server->index, this);
       if (upstream_conn_ != nullptr) {
         server_->requests.add();
         resp_ = Resp::Head;
@@ -463,7 +463,7 @@ bool HttpSession::acquireUpstream(bool allow_pooled) {
         return true;
       }
     }
-    upstream_conn_ = ctx_.upstreams.connect(server->address, server->stats, server->index, this);
+    upstream_conn_ = ctx_.upstreams.connect(server->address, server->state, server->index, this);
     if (upstream_conn_ != nullptr) {
       server_->requests.add();
       resp_ = Resp::Connecting;

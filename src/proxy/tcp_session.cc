@@ -39,7 +39,7 @@ void TcpSession::connectNext() {
     if (server == nullptr) break;
     tried_.push_back(server->index);
     server_ = service_->server_counters[server->index];
-    upstream_ = ctx_.upstreams.connect(server->address, server->stats, server->index, this);
+    upstream_ = ctx_.upstreams.connect(server->address, server->state, server->index, this);
     if (upstream_ != nullptr) {
       connect_timer_.armAfter(static_cast<uint64_t>(service_->config.timeouts.connect.count()));
       return;

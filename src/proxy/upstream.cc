@@ -6,13 +6,13 @@
 
 namespace ballast::proxy {
 
-UpstreamConn::UpstreamConn(UpstreamPool& pool, int fd, std::shared_ptr<ServerStats> stats,
+UpstreamConn::UpstreamConn(UpstreamPool& pool, int fd, std::shared_ptr<lb::ServerState> state,
                            uint32_t index, size_t worker)
     : pool_(pool),
       fd_(fd),
-      stats_(std::move(stats)),
-      counters_(stats_->per_worker[worker]),
-      server_key_(stats_->key),
+      state_(std::move(state)),
+      counters_(state_->stats.per_worker[worker]),
+      server_key_(state_->key()),
       server_index_(index),
       idle_timer_(pool.loop_, this) {}
 
@@ -32,11 +32,11 @@ void UpstreamConn::onTimer(int) {
 
 UpstreamPool::~UpstreamPool() { closeIdle(); }
 
-UpstreamConn* UpstreamPool::connect(const SocketAddress& address, std::shared_ptr<ServerStats> stats,
+UpstreamConn* UpstreamPool::connect(const SocketAddress& address, std::shared_ptr<lb::ServerState> state,
                                     uint32_t server_index, UpstreamUser* user) {
   int fd = connectTcp(address);
   if (fd < 0) return nullptr;
-  auto* conn = new UpstreamConn(*this, fd, std::move(stats), server_index, worker_);
+  auto* conn = new UpstreamConn(*this, fd, std::move(state), server_index, worker_);
   conn->uses_ = 1;
   conn->user_ = user;
   loop_.addConnection(fd, conn);

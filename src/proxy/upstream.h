@@ -8,6 +8,7 @@
 #include "config/config.h"
 #include "core/event_loop.h"
 #include "core/stats.h"
+#include "lb/server_state.h"
 
 namespace ballast::proxy {
 
@@ -33,11 +34,11 @@ class UpstreamConn final : public IoHandler, public TimerHandler, public Deferre
 
  private:
   friend class UpstreamPool;
-  UpstreamConn(UpstreamPool& pool, int fd, std::shared_ptr<ServerStats> stats, uint32_t index,
+  UpstreamConn(UpstreamPool& pool, int fd, std::shared_ptr<lb::ServerState> state, uint32_t index,
                size_t worker);
   UpstreamPool& pool_;
   int fd_;
-  std::shared_ptr<ServerStats> stats_;  // keeps the counters alive across reloads
+  std::shared_ptr<lb::ServerState> state_;  // keeps the counters alive across reloads
   ServerCounters& counters_;
   uint32_t server_key_;
   uint32_t server_index_;
@@ -55,7 +56,7 @@ class UpstreamPool {
   ~UpstreamPool();
 
   // Starts a connection to a server. Returns null with errno set when it fails at once.
-  UpstreamConn* connect(const SocketAddress& address, std::shared_ptr<ServerStats> stats,
+  UpstreamConn* connect(const SocketAddress& address, std::shared_ptr<lb::ServerState> state,
                         uint32_t server_index, UpstreamUser* user);
   // The most recently used idle connection to the server, or null.
   UpstreamConn* take(uint32_t server_key, uint32_t server_index, UpstreamUser* user);

@@ -152,7 +152,7 @@ std::string renderStatus(const proxy::Snapshot& snapshot, const EngineInfo& info
   for (const lb::Pool& pool : snapshot.pools) {
     nlohmann::json servers = nlohmann::json::array();
     for (const lb::Server& s : pool.servers) {
-      ServerTotals t = totals(*s.stats);
+      ServerTotals t = totals(s.state->stats);
       servers.push_back({
           {"id", s.id},
           {"address", s.address_text},
@@ -232,7 +232,7 @@ std::string renderMetrics(const proxy::Snapshot& snapshot, const EngineInfo& inf
     ServerTotals sum;
     std::string pl = fmt::format("pool=\"{}\"", escapeLabel(pool.name));
     for (const lb::Server& s : pool.servers) {
-      ServerTotals t = totals(*s.stats);
+      ServerTotals t = totals(s.state->stats);
       sum.connections_total += t.connections_total;
       sum.connections_active += t.connections_active;
       sum.connections_idle += t.connections_idle;

@@ -25,9 +25,13 @@ std::shared_ptr<const proxy::Snapshot> buildSnapshot(std::shared_ptr<const confi
       server.weight = s.weight;
       server.enabled = s.enabled;
       server.index = static_cast<uint32_t>(pool.servers.size());
-      server.stats = stats.server(server.id);
+      server.drain = s.drain;
+      server.max_connections = s.max_connections;
+      server.state = stats.server(server.id);
       pool.servers.push_back(std::move(server));
     }
+    for (const std::string& m : p.health_monitors)
+      if (const config::HealthMonitor* monitor = config->findMonitor(m)) pool.monitors.push_back(monitor);
     lb::preparePool(pool);
     snapshot->pools.push_back(std::move(pool));
   }

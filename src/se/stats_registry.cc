@@ -9,10 +9,11 @@ std::shared_ptr<VsStats> StatsRegistry::virtualService(const std::string& name) 
   return slot;
 }
 
-std::shared_ptr<ServerStats> StatsRegistry::server(const std::string& id) {
+std::shared_ptr<lb::ServerState> StatsRegistry::server(const std::string& id) {
   std::lock_guard<std::mutex> lock(mutex_);
   auto& slot = servers_[id];
-  if (!slot) slot = std::make_shared<ServerStats>(workers_, static_cast<uint32_t>(servers_.size() - 1));
+  if (!slot)
+    slot = std::make_shared<lb::ServerState>(id, workers_, static_cast<uint32_t>(servers_.size() - 1));
   return slot;
 }
 

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "core/stats.h"
+#include "lb/server_state.h"
 
 namespace ballast::se {
 
@@ -16,13 +17,13 @@ class StatsRegistry {
   explicit StatsRegistry(size_t workers) : workers_(workers) {}
 
   std::shared_ptr<VsStats> virtualService(const std::string& name);
-  std::shared_ptr<ServerStats> server(const std::string& id);
+  std::shared_ptr<lb::ServerState> server(const std::string& id);
 
  private:
   size_t workers_;
   std::mutex mutex_;
   std::map<std::string, std::shared_ptr<VsStats>> vs_;
-  std::map<std::string, std::shared_ptr<ServerStats>> servers_;
+  std::map<std::string, std::shared_ptr<lb::ServerState>> servers_;
 };
 
 }  // namespace ballast::se

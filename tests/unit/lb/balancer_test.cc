@@ -15,6 +15,7 @@ Pool makePool(std::vector<uint32_t> weights) {
     s.weight = w;
     s.index = static_cast<uint32_t>(pool.servers.size());
     s.id = "p/s" + std::to_string(s.index);
+    s.state = std::make_shared<ServerState>(s.id, 1, s.index);
     pool.servers.push_back(s);
   }
   preparePool(pool);
