@@ -12,11 +12,14 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
 
   CLI::App* se = app.add_subcommand("se", "Run a service engine (the data plane)");
-  std::string config_path, check_path;
+  std::string config_path, check_path, takeover;
   auto* config_opt = se->add_option("--config", config_path, "Configuration file (YAML)");
   auto* check_opt =
       se->add_option("--check-config", check_path, "Validate a configuration file and exit");
   config_opt->excludes(check_opt);
+  se->add_option("--takeover", takeover,
+                 "Take the listening sockets of the service engine running with this control "
+                 "socket (binary upgrade); it drains and exits once this one serves");
   se->set_version_flag("--version", std::string("ballast ") + BALLAST_VERSION);
 
   // Name a mistyped command rather than only saying that one is required.
@@ -41,7 +44,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "ballast se: --config FILE (or --check-config FILE) is required\n");
       return 2;
     }
-    return ballast::se::runServiceEngine(config_path);
+    return ballast::se::runServiceEngine(config_path, takeover);
   }
   return 2;
 }

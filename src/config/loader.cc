@@ -5,6 +5,7 @@
 // line of its key (yaml-cpp gives null values the position of the next token, which misleads).
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
@@ -25,6 +26,36 @@ namespace ballast::config {
 namespace {
 
 constexpr Duration kMaxTimeout = std::chrono::hours(24);
+// sizeof(sockaddr_un::sun_path) on Linux, less the terminating NUL.
+constexpr size_t kMaxSocketPath = 107;
+
+constexpr const char* kTokenChars = "A-Z a-z 0-9 !#$%&'*+-.^_`|~";
+
+// Why `path` cannot be a file that the service engine creates or opens when it starts (an access
+// log, a Unix socket), or "" when it can. The file itself need not exist; its directory must.
+std::string filePathProblem(const std::string& path) {
+  if (std::any_of(path.begin(), path.end(),
+                  [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; })) {
+    return "the path contains a control character";
+  }
+  if (path.back() == '/') return "expected a file path, not a directory";
+  size_t slash = path.rfind('/');
+  std::string directory = slash == std::string::npos ? "."
+                          : slash == 0               ? "/"
+                                                     : path.substr(0, slash);
+  struct stat info {};
+  if (::stat(directory.c_str(), &info) != 0) {
+    if (errno == ENOENT || errno == ENOTDIR) {
+      return "directory \"" + directory + "\" does not exist";
+    }
+    return "cannot check directory \"" + directory + "\": " + std::strerror(errno);
+  }
+  if (!S_ISDIR(info.st_mode)) return "\"" + directory + "\" is not a directory";
+  if (::stat(path.c_str(), &info) == 0 && S_ISDIR(info.st_mode)) {
+    return "\"" + path + "\" is a directory";
+  }
+  return "";
+}
 
 int lineOf(const YAML::Node& node) {
   const YAML::Mark mark = node.Mark();
@@ -200,8 +231,10 @@ class Reader {
     return true;
   }
 
-  // A duration in [min, max]; with `positive`, 0 is rejected too.
-  bool duration(const Field& field, Duration min, Duration max, bool positive, Duration* out) {
+  // A duration in [min, max]; with `positive`, 0 is rejected too. A bound that comes from another
+  // key is named in the message: "at most the interval (5s)".
+  bool duration(const Field& field, Duration min, Duration max, bool positive, Duration* out,
+                std::string_view min_name = {}, std::string_view max_name = {}) {
     std::string error;
     Duration value{};
     if (!field.value.IsScalar()) {
@@ -213,10 +246,14 @@ class Reader {
       return false;
     }
     if (value < min || value > max || (positive && value.count() == 0)) {
-      errors_.add(field,
-                  positive ? "expected a duration greater than 0 and at most " + formatDuration(max)
-                           : "expected a duration from " + formatDuration(min) + " to " +
-                                 formatDuration(max));
+      auto bound = [](std::string_view name, Duration d) {
+        return name.empty() ? formatDuration(d)
+                            : std::string(name) + " (" + formatDuration(d) + ")";
+      };
+      errors_.add(
+          field, positive ? "expected a duration greater than 0 and at most " + bound(max_name, max)
+                          : "expected a duration from " + bound(min_name, min) + " to " +
+                                bound(max_name, max));
       return false;
     }
     *out = value;
@@ -335,15 +372,21 @@ class Loader {
     }
     if (!root.IsMap()) {
       errors_.add(lineOf(root), "",
-                  "expected a map at the top level (keys: se, store, virtual_services, pools)");
+                  "expected a map at the top level (keys: se, store, virtual_services, pools, "
+                  "health_monitors)");
       return;
     }
 
-    MapFields top(errors_, root, "", {"se", "store", "virtual_services", "pools"},
-                  {"health_monitors"});
+    MapFields top(errors_, root, "",
+                  {"se", "store", "virtual_services", "pools", "health_monitors"});
     if (const Field* se = top.get("se"); se != nullptr && read_.isMap(*se)) loadSe(*se);
     if (const Field* store = top.get("store"); store != nullptr && read_.isMap(*store)) {
       loadStore(*store);
+    }
+    // Before pools, which name monitors.
+    if (const Field* monitors = top.get("health_monitors");
+        monitors != nullptr && read_.isList(*monitors)) {
+      loadHealthMonitors(*monitors);
     }
     if (const Field* pools = top.get("pools"); pools != nullptr && read_.isList(*pools)) {
       loadPools(*pools);
@@ -380,7 +423,7 @@ class Loader {
 
   void loadSe(const Field& field) {
     MapFields map(errors_, field.value, field.path,
-                  {"workers", "admin", "drain_timeout", "buffer_size"});
+                  {"workers", "admin", "drain_timeout", "buffer_size", "control_socket"});
     SeSettings& se = config_.se;
     if (const Field* f = map.get("workers")) read_.integer(*f, 1, 256, &se.workers);
     if (const Field* f = map.get("admin"); f != nullptr && read_.string(*f, &se.admin_text)) {
@@ -393,6 +436,21 @@ class Loader {
     }
     if (const Field* f = map.get("buffer_size")) {
       read_.size(*f, 4 * 1024, 1024 * 1024, &se.buffer_size);
+    }
+    if (const Field* f = map.get("control_socket")) {
+      std::string path;
+      if (read_.string(*f, &path)) {
+        if (path.empty()) {
+          errors_.add(*f, "expected the path of a Unix socket");
+        } else if (path.size() > kMaxSocketPath) {
+          errors_.add(*f, "expected a path of at most " + std::to_string(kMaxSocketPath) +
+                              " bytes (the limit of a Unix socket address)");
+        } else if (std::string problem = filePathProblem(path); !problem.empty()) {
+          errors_.add(*f, problem);
+        } else {
+          se.control_socket = path;
+        }
+      }
     }
   }
 
@@ -425,7 +483,7 @@ class Loader {
   void loadVirtualService(const YAML::Node& node, const std::string& path) {
     MapFields map(errors_, node, path,
                   {"name", "listen", "protocol", "pool", "max_connections", "max_header_size",
-                   "max_headers", "x_forwarded_for", "timeouts"},
+                   "max_headers", "x_forwarded_for", "timeouts", "retries", "access_log"},
                   {"persistence"});
     VirtualService vs;
     vs.line = map.line();
@@ -469,7 +527,9 @@ class Loader {
 
     if (read_.requireField(map, "pool")) {
       const Field& f = *map.get("pool");
-      if (read_.string(f, &vs.pool)) pool_references_.push_back({vs.pool, f.line, f.path});
+      if (read_.string(f, &vs.pool)) {
+        pool_references_.push_back({vs.pool, f.line, f.path, is_tcp});
+      }
     }
 
     if (const Field* f = map.get("max_connections")) {
@@ -502,6 +562,24 @@ class Loader {
       if (const Field* g = httpOnly(timeouts, "server")) read_.timeout(*g, &t.server);
     }
 
+    if (const Field* f = map.get("retries")) read_.integer(*f, 0, 10, &vs.retries);
+    if (const Field* f = map.get("access_log")) {
+      std::string target;
+      if (read_.string(*f, &target)) {
+        if (target.empty()) {
+          errors_.add(*f, "expected stdout or a file path");
+        } else if (target == "stderr") {
+          // A file named "stderr" in the working directory is surely not what was meant.
+          errors_.add(*f, "expected stdout or a file path (stderr is not supported)");
+        } else if (std::string problem = target == "stdout" ? "" : filePathProblem(target);
+                   !problem.empty()) {
+          errors_.add(*f, problem);
+        } else {
+          vs.access_log = target;
+        }
+      }
+    }
+
     config_.virtual_services.push_back(std::move(vs));
   }
 
@@ -518,8 +596,9 @@ class Loader {
   }
 
   void loadPool(const YAML::Node& node, const std::string& path) {
-    MapFields map(errors_, node, path, {"name", "lb_algorithm", "servers", "connection_pool"},
-                  {"health_monitors"});
+    MapFields map(errors_, node, path,
+                  {"name", "lb_algorithm", "hash_key", "servers", "connection_pool",
+                   "health_monitors", "outlier_detection"});
     Pool pool;
     pool.line = map.line();
 
@@ -528,19 +607,38 @@ class Loader {
       if (read_.name(f, &pool.name)) checkUnique(f, pool.name, "pool", &pool_names_);
     }
 
+    // Read first: it decides whether hash_key is allowed. With an invalid algorithm, hash_key is
+    // checked as if for consistent_hash.
+    bool hashing = false;
     if (const Field* f = map.get("lb_algorithm")) {
+      static constexpr std::pair<std::string_view, LbAlgorithm> kAlgorithms[] = {
+          {"round_robin", LbAlgorithm::RoundRobin},
+          {"least_connections", LbAlgorithm::LeastConnections},
+          {"least_response_time", LbAlgorithm::LeastResponseTime},
+          {"consistent_hash", LbAlgorithm::ConsistentHash},
+          {"random_two_choices", LbAlgorithm::RandomTwoChoices},
+      };
+      hashing = true;
       std::string algorithm;
       if (read_.string(*f, &algorithm)) {
-        if (algorithm == "round_robin") {
-          pool.lb_algorithm = LbAlgorithm::RoundRobin;
-        } else if (algorithm == "least_connections" || algorithm == "least_response_time" ||
-                   algorithm == "consistent_hash" || algorithm == "random_two_choices") {
-          errors_.add(*f, algorithm + " is not supported yet");
+        auto it = std::find_if(std::begin(kAlgorithms), std::end(kAlgorithms),
+                               [&](const auto& entry) { return entry.first == algorithm; });
+        if (it != std::end(kAlgorithms)) {
+          pool.lb_algorithm = it->second;
+          hashing = it->second == LbAlgorithm::ConsistentHash;
         } else {
           errors_.add(*f,
                       "expected one of: round_robin, least_connections, least_response_time, "
                       "consistent_hash, random_two_choices");
         }
+      }
+    }
+
+    if (const Field* f = map.get("hash_key")) {
+      if (!hashing) {
+        errors_.add(*f, "only for lb_algorithm consistent_hash");
+      } else if (read_.isMap(*f)) {
+        loadHashKey(*f, &pool.hash_key);
       }
     }
 
@@ -564,7 +662,253 @@ class Loader {
       if (const Field* g = settings.get("idle_timeout")) read_.timeout(*g, &cp.idle_timeout);
     }
 
+    if (const Field* f = map.get("health_monitors"); f != nullptr && read_.isList(*f)) {
+      loadMonitorReferences(*f, &pool);
+    }
+    if (const Field* f = map.get("outlier_detection"); f != nullptr && read_.isMap(*f)) {
+      loadOutlierDetection(*f, &pool.outlier_detection);
+    }
+
     config_.pools.push_back(std::move(pool));
+  }
+
+  void loadHashKey(const Field& field, HashKey* key) {
+    if (field.value.IsNull()) {  // "hash_key:" with nothing: the map's line would mislead
+      errors_.add(field.line, joinPath(field.path, "type"), "required key is missing");
+      return;
+    }
+    MapFields map(errors_, field.value, field.path, {"type", "name"});
+    std::optional<HashKeyType> type;
+    if (read_.requireField(map, "type")) {
+      const Field& f = *map.get("type");
+      std::string text;
+      if (read_.string(f, &text)) {
+        if (text == "client_ip") {
+          type = HashKeyType::ClientIp;
+        } else if (text == "header") {
+          type = HashKeyType::Header;
+        } else if (text == "path") {
+          type = HashKeyType::Path;
+        } else if (text == "cookie") {
+          type = HashKeyType::Cookie;
+        } else {
+          errors_.add(f, "expected one of: client_ip, header, path, cookie");
+        }
+      }
+    }
+    if (type) key->type = *type;
+
+    // With an invalid type, a name is checked as if for a header.
+    bool named = !type || *type == HashKeyType::Header || *type == HashKeyType::Cookie;
+    const Field* name = map.get("name");
+    if (!named) {
+      if (name != nullptr) errors_.add(*name, "only for type header or cookie");
+    } else if (name == nullptr) {
+      if (type) read_.requireField(map, "name");
+    } else if (!name->value.IsScalar() || !isToken(name->value.Scalar())) {
+      const char* what = type == HashKeyType::Cookie ? "a cookie name" : "a header field name";
+      errors_.add(*name, std::string("expected ") + what + " (a token of " + kTokenChars + ")");
+    } else {
+      key->name = name->value.Scalar();
+    }
+  }
+
+  // pools[].health_monitors: names of entries of the top-level list, read before the pools.
+  void loadMonitorReferences(const Field& field, Pool* pool) {
+    std::vector<size_t> indexes;  // list index of each name in pool->health_monitors
+    size_t i = 0;
+    for (const YAML::Node& item : field.value) {
+      size_t index = i++;
+      std::string path = indexPath(field.path, index);
+      if (!item.IsScalar()) {
+        errors_.add(lineOf(item), path, "expected a string");
+        continue;
+      }
+      const std::string& name = item.Scalar();
+      auto same = std::find(pool->health_monitors.begin(), pool->health_monitors.end(), name);
+      if (same != pool->health_monitors.end()) {
+        size_t first = indexes[static_cast<size_t>(same - pool->health_monitors.begin())];
+        errors_.add(lineOf(item), path,
+                    "duplicate health monitor \"" + name + "\" (same as " +
+                        indexPath("health_monitors", first) + ")");
+        continue;
+      }
+      if (!std::any_of(monitor_names_.begin(), monitor_names_.end(),
+                       [&](const Seen& seen) { return seen.name == name; })) {
+        errors_.add(lineOf(item), path, "no health monitor named \"" + name + "\"");
+      }
+      pool->health_monitors.push_back(name);
+      indexes.push_back(index);
+    }
+  }
+
+  void loadOutlierDetection(const Field& field, OutlierDetection* od) {
+    MapFields map(
+        errors_, field.value, field.path,
+        {"enabled", "consecutive_5xx", "consecutive_gateway_failure", "base_ejection_time",
+         "max_ejection_time", "max_ejection_percent", "panic_threshold"});
+    if (const Field* f = map.get("enabled")) read_.boolean(*f, &od->enabled);
+    if (const Field* f = map.get("consecutive_5xx")) {
+      read_.integer(*f, 0, 1000, &od->consecutive_5xx);
+    }
+    if (const Field* f = map.get("consecutive_gateway_failure")) {
+      read_.integer(*f, 0, 1000, &od->consecutive_gateway_failure);
+    }
+    bool base_ok = true;
+    if (const Field* f = map.get("base_ejection_time")) {
+      base_ok = read_.timeout(*f, &od->base_ejection_time);
+    }
+    if (const Field* f = map.get("max_ejection_time")) {
+      if (base_ok) {
+        read_.duration(*f, od->base_ejection_time, kMaxTimeout, /*positive=*/false,
+                       &od->max_ejection_time, "base_ejection_time");
+      } else {
+        read_.timeout(*f, &od->max_ejection_time);
+      }
+    } else {
+      // As Envoy does: the default (300s) or base_ejection_time, whichever is longer.
+      od->max_ejection_time = std::max(od->max_ejection_time, od->base_ejection_time);
+    }
+    if (const Field* f = map.get("max_ejection_percent")) {
+      read_.integer(*f, 0, 100, &od->max_ejection_percent);
+    }
+    if (const Field* f = map.get("panic_threshold")) {
+      read_.integer(*f, 0, 100, &od->panic_threshold);
+    }
+  }
+
+  void loadHealthMonitors(const Field& field) {
+    size_t i = 0;
+    for (const YAML::Node& item : field.value) {
+      std::string path = indexPath(field.path, i++);
+      if (!item.IsMap()) {
+        errors_.add(lineOf(item), path, "expected a map");
+        continue;
+      }
+      loadHealthMonitor(item, path);
+    }
+  }
+
+  void loadHealthMonitor(const YAML::Node& node, const std::string& path) {
+    MapFields map(errors_, node, path,
+                  {"name", "type", "interval", "timeout", "rise", "fall", "request", "host",
+                   "expect", "body", "port"});
+    HealthMonitor monitor;
+    monitor.line = map.line();
+
+    if (read_.requireField(map, "name")) {
+      const Field& f = *map.get("name");
+      if (read_.name(f, &monitor.name)) {
+        checkUnique(f, monitor.name, "health monitor", &monitor_names_);
+      }
+    }
+
+    // Read first: it decides which other keys are allowed. With an invalid type they are checked
+    // as if for http.
+    bool is_tcp = false;
+    if (read_.requireField(map, "type")) {
+      const Field& f = *map.get("type");
+      std::string type;
+      if (read_.string(f, &type)) {
+        if (type == "tcp") {
+          monitor.type = MonitorType::Tcp;
+          is_tcp = true;
+        } else if (type == "http") {
+          monitor.type = MonitorType::Http;
+        } else if (type == "https") {
+          monitor.type = MonitorType::Https;
+        } else {
+          errors_.add(f, "expected one of: tcp, http, https");
+        }
+      }
+    }
+
+    bool interval_ok = true;
+    if (const Field* f = map.get("interval")) {
+      interval_ok = read_.duration(*f, std::chrono::milliseconds(100), std::chrono::hours(1),
+                                   /*positive=*/false, &monitor.interval);
+    }
+    if (const Field* f = map.get("timeout")) {
+      if (interval_ok) {
+        read_.duration(*f, Duration(0), monitor.interval, /*positive=*/true, &monitor.timeout, {},
+                       "the interval");
+      } else {
+        read_.duration(*f, Duration(0), std::chrono::hours(1), /*positive=*/true, &monitor.timeout);
+      }
+    } else {
+      // The default (2s), or the interval when that is shorter: a check ends before the next.
+      monitor.timeout = std::min(monitor.timeout, monitor.interval);
+    }
+    if (const Field* f = map.get("rise")) read_.integer(*f, 1, 100, &monitor.rise);
+    if (const Field* f = map.get("fall")) read_.integer(*f, 1, 100, &monitor.fall);
+    if (const Field* f = map.get("port")) read_.integer(*f, 1, 65535, &monitor.port);
+
+    // Keys of the HTTP request and response are errors on a tcp monitor, as for virtual services.
+    auto httpOnly = [&](std::string_view key) -> const Field* {
+      const Field* f = map.get(key);
+      if (f != nullptr && is_tcp) {
+        errors_.add(*f, "only for type http or https");
+        return nullptr;
+      }
+      return f;
+    };
+    if (const Field* f = httpOnly("request")) {
+      std::string text;
+      std::string error;
+      if (read_.string(*f, &text) &&
+          !parseRequestLine(text, &monitor.method, &monitor.path, &error)) {
+        errors_.add(*f, error);
+      }
+    }
+    if (const Field* f = httpOnly("host")) {
+      std::string host;
+      if (read_.string(*f, &host)) {
+        if (isValidHost(host)) {
+          monitor.host = host;
+        } else {
+          errors_.add(*f,
+                      "expected a host name or IP address and an optional port, e.g. "
+                      "health.example.com or 10.0.0.1:8080");
+        }
+      }
+    }
+    if (const Field* f = httpOnly("expect"); f != nullptr && read_.isList(*f)) {
+      loadExpect(*f, &monitor);
+    }
+    if (const Field* f = httpOnly("body")) {
+      std::string body;
+      if (read_.string(*f, &body)) {
+        if (body.empty()) {
+          errors_.add(*f, "expected a non-empty string (leave the key out to accept any body)");
+        } else {
+          monitor.body = body;
+        }
+      }
+    }
+
+    config_.health_monitors.push_back(std::move(monitor));
+  }
+
+  void loadExpect(const Field& field, HealthMonitor* monitor) {
+    if (field.value.IsNull() || field.value.size() == 0) {
+      errors_.add(field, "expected at least one status code or class");
+      return;
+    }
+    std::vector<std::pair<int, int>> ranges;
+    bool ok = true;
+    size_t i = 0;
+    for (const YAML::Node& item : field.value) {
+      std::string path = indexPath(field.path, i++);
+      std::pair<int, int> range;
+      if (!item.IsScalar() || !parseStatusRange(item.Scalar(), &range)) {
+        errors_.add(lineOf(item), path,
+                    "expected a status code from 100 to 599 or a class from 2xx to 5xx");
+        ok = false;
+        continue;
+      }
+      ranges.push_back(range);
+    }
+    if (ok) monitor->expect = std::move(ranges);
   }
 
   void loadServers(const Field& field, Pool* pool) {
@@ -578,7 +922,8 @@ class Loader {
         errors_.add(lineOf(item), path, "expected a map");
         continue;
       }
-      MapFields map(errors_, item, path, {"address", "weight", "enabled"});
+      MapFields map(errors_, item, path,
+                    {"address", "weight", "enabled", "drain", "max_connections"});
       Server server;
       bool resolved = false;
       if (read_.requireField(map, "address")) {
@@ -604,6 +949,10 @@ class Loader {
       }
       if (const Field* f = map.get("weight")) read_.integer(*f, 1, 256, &server.weight);
       if (const Field* f = map.get("enabled")) read_.boolean(*f, &server.enabled);
+      if (const Field* f = map.get("drain")) read_.boolean(*f, &server.drain);
+      if (const Field* f = map.get("max_connections")) {
+        read_.integer(*f, 0, 1'000'000, &server.max_connections);
+      }
       pool->servers.push_back(std::move(server));
       indexes.push_back(index);
     }
@@ -638,7 +987,19 @@ class Loader {
     for (const PoolReference& ref : pool_references_) {
       bool found = std::any_of(pool_names_.begin(), pool_names_.end(),
                                [&](const Seen& seen) { return seen.name == ref.pool; });
-      if (!found) errors_.add(ref.line, ref.path, "no pool named \"" + ref.pool + "\"");
+      if (!found) {
+        errors_.add(ref.line, ref.path, "no pool named \"" + ref.pool + "\"");
+        continue;
+      }
+      // A tcp service has no HTTP request to take a hash key from.
+      const Pool* pool = ref.tcp ? config_.findPool(ref.pool) : nullptr;
+      if (pool == nullptr || pool->hash_key.type == HashKeyType::ClientIp) continue;
+      const char* what = pool->hash_key.type == HashKeyType::Header ? "a header"
+                         : pool->hash_key.type == HashKeyType::Path ? "the URI path"
+                                                                    : "a cookie";
+      errors_.add(ref.line, ref.path,
+                  "pool \"" + ref.pool + "\" hashes on " + what +
+                      ", which a tcp virtual service does not have");
     }
   }
 
@@ -646,6 +1007,7 @@ class Loader {
     std::string pool;
     int line = 0;
     std::string path;
+    bool tcp = false;  // from a tcp virtual service
   };
 
   Errors errors_;
@@ -653,6 +1015,7 @@ class Loader {
   Config config_;
   std::vector<Seen> vs_names_;
   std::vector<Seen> pool_names_;
+  std::vector<Seen> monitor_names_;
   std::vector<PoolReference> pool_references_;
 };
 

@@ -1,5 +1,8 @@
 #include "config/values.h"
 
+#include <arpa/inet.h>
+
+#include <algorithm>
 #include <limits>
 
 namespace ballast::config {
@@ -138,6 +141,90 @@ bool isValidName(std::string_view name) {
               c == '.' || c == '-';
     if (!ok) return false;
   }
+  return true;
+}
+
+bool isToken(std::string_view text) {
+  if (text.empty()) return false;
+  for (char c : text) {
+    bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || isDigit(c) ||
+              std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+    if (!ok) return false;
+  }
+  return true;
+}
+
+bool isValidHost(std::string_view text) {
+  std::string_view host = text;
+  std::string_view port;
+  bool has_port = false;
+  if (!text.empty() && text.front() == '[') {
+    size_t close = text.find(']');
+    if (close == std::string_view::npos) return false;
+    std::string literal(text.substr(1, close - 1));
+    in6_addr address{};
+    if (literal.empty() || ::inet_pton(AF_INET6, literal.c_str(), &address) != 1) return false;
+    std::string_view rest = text.substr(close + 1);
+    if (!rest.empty()) {
+      if (rest.front() != ':') return false;
+      has_port = true;
+      port = rest.substr(1);
+    }
+  } else {
+    size_t colon = text.find(':');
+    if (colon != std::string_view::npos) {
+      has_port = true;
+      host = text.substr(0, colon);
+      port = text.substr(colon + 1);  // a second ':' fails the digit check below
+    }
+    if (host.empty() || host.size() > 255) return false;
+    for (char c : host) {
+      bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || isDigit(c) || c == '-' ||
+                c == '.' || c == '_' || c == '~';
+      if (!ok) return false;
+    }
+  }
+  if (has_port) {
+    uint64_t value = 0;
+    if (!parseUnsigned(port, &value) || value < 1 || value > 65535) return false;
+  }
+  return true;
+}
+
+bool parseRequestLine(std::string_view text, std::string* method, std::string* path,
+                      std::string* error) {
+  size_t space = text.find(' ');
+  if (space == std::string_view::npos || space == 0 || space + 1 == text.size()) {
+    *error = "expected \"METHOD /path\", e.g. \"GET /health\"";
+    return false;
+  }
+  std::string_view m = text.substr(0, space);
+  std::string_view p = text.substr(space + 1);
+  if (!isToken(m)) {
+    *error = "the method must be a token, e.g. GET or HEAD";
+    return false;
+  }
+  bool visible = std::all_of(p.begin(), p.end(), [](char c) { return c > ' ' && c < 127; });
+  if (p.front() != '/' || !visible || p.find('#') != std::string_view::npos) {
+    *error = "the path must start with / and contain only visible ASCII characters, no spaces or #";
+    return false;
+  }
+  *method = std::string(m);
+  *path = std::string(p);
+  return true;
+}
+
+bool parseStatusRange(std::string_view text, std::pair<int, int>* out) {
+  if (text.size() != 3) return false;
+  if (text.substr(1) == "xx") {
+    if (text[0] < '2' || text[0] > '5') return false;
+    int base = (text[0] - '0') * 100;
+    *out = {base, base + 99};
+    return true;
+  }
+  uint64_t code = 0;
+  if (!parseUnsigned(text, &code) || code < 100 || code > 599) return false;
+  *out = {static_cast<int>(code), static_cast<int>(code)};
   return true;
 }
 

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "config/config.h"
 
@@ -31,7 +32,26 @@ std::string formatDuration(Duration d);
 // 16KiB, 1MiB, or plain bytes when not a whole number of KiB.
 std::string formatSize(uint64_t bytes);
 
-// Names of virtual services and pools: 1-64 characters from [A-Za-z0-9_.-].
+// Names of virtual services, pools and health monitors: 1-64 characters from [A-Za-z0-9_.-].
 bool isValidName(std::string_view name);
+
+// An HTTP token (RFC 9110 section 5.6.2): one or more of A-Z a-z 0-9 !#$%&'*+-.^_`|~. Header
+// field names, methods and cookie names (RFC 6265) are tokens.
+bool isToken(std::string_view text);
+
+// A Host field value (RFC 9110 section 7.2) as a health monitor sends it: a host name or IPv4
+// address (1-255 characters from A-Z a-z 0-9 - . _ ~) or a bracketed IPv6 address, then an
+// optional ":port" (1-65535).
+bool isValidHost(std::string_view text);
+
+// A health monitor's request, "METHOD /path": a token, one space, then an origin-form target that
+// starts with "/" and has only visible ASCII characters and no "#" (a fragment is never sent).
+// On failure returns false and sets *error to a phrase for the message.
+bool parseRequestLine(std::string_view text, std::string* method, std::string* path,
+                      std::string* error);
+
+// An expected status: a code from 100 to 599 ("200" -> [200, 200]) or a class from 2xx to 5xx
+// ("2xx" -> [200, 299]), as an inclusive range.
+bool parseStatusRange(std::string_view text, std::pair<int, int>* out);
 
 }  // namespace ballast::config

@@ -51,9 +51,13 @@ class Buffer {
     return data_ + end_;
   }
   size_t writable() const { return data_ == nullptr ? capacity() : capacity() - end_; }
-  void produced(size_t n) { end_ += static_cast<uint32_t>(n); }
+  void produced(size_t n) {
+    end_ += static_cast<uint32_t>(n);
+    total_produced_ += n;
+  }
 
   void consume(size_t n) {
+    total_consumed_ += n;
     begin_ += static_cast<uint32_t>(n);
     if (begin_ == end_) begin_ = end_ = 0;
   }
@@ -66,6 +70,9 @@ class Buffer {
     return true;
   }
   bool append(std::string_view s) { return append(s.data(), s.size()); }
+  // Bytes ever written into / taken out of this buffer (for per-request accounting).
+  uint64_t totalProduced() const { return total_produced_; }
+  uint64_t totalConsumed() const { return total_consumed_; }
   // Free space anywhere (after compaction).
   size_t space() const { return capacity() - readable(); }
   void compact() {
@@ -96,6 +103,8 @@ class Buffer {
   char* data_ = nullptr;
   uint32_t begin_ = 0;
   uint32_t end_ = 0;
+  uint64_t total_produced_ = 0;
+  uint64_t total_consumed_ = 0;
 };
 
 }  // namespace ballast

@@ -35,9 +35,7 @@ int listenTcp(const SocketAddress& address, const ListenOptions& options, std::s
     ::close(fd);
     return -1;
   }
-  if (options.defer_accept_seconds > 0)
-    setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &options.defer_accept_seconds,
-               sizeof options.defer_accept_seconds);
+  if (options.defer_accept_seconds > 0) setDeferAccept(fd, options.defer_accept_seconds);
   if (::listen(fd, options.backlog) != 0) {
     *error = "listen " + address.toString() + ": " + strerror(errno);
     ::close(fd);
@@ -67,6 +65,10 @@ int socketError(int fd) {
 }
 
 void setNoDelay(int fd) { setFlag(fd, IPPROTO_TCP, TCP_NODELAY); }
+
+void setDeferAccept(int fd, int seconds) {
+  setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &seconds, sizeof seconds);
+}
 
 void closeWithReset(int fd) {
   linger lg{1, 0};

@@ -28,6 +28,9 @@ int socketError(int fd);
 
 void setNoDelay(int fd);
 
+// TCP_DEFER_ACCEPT on a listening socket (see ListenOptions); 0 turns it off.
+void setDeferAccept(int fd, int seconds);
+
 // Closes a socket so that the peer sees a reset rather than an orderly close.
 void closeWithReset(int fd);
 

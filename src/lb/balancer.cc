@@ -4,31 +4,34 @@
 #include <numeric>
 #include <queue>
 
+#include "lb/maglev.h"
+
 namespace ballast::lb {
 
 std::unique_ptr<LoadBalancer> makeLoadBalancer(const Pool& pool) {
   switch (pool.config ? pool.config->lb_algorithm : config::LbAlgorithm::RoundRobin) {
+    case config::LbAlgorithm::LeastConnections:
+      return std::make_unique<LeastConnections>(pool);
+    case config::LbAlgorithm::LeastResponseTime:
+      return std::make_unique<LeastResponseTime>(pool);
+    case config::LbAlgorithm::RandomTwoChoices:
+      return std::make_unique<RandomTwoChoices>(pool);
+    case config::LbAlgorithm::ConsistentHash:
+      return std::make_unique<ConsistentHash>(pool);
     case config::LbAlgorithm::RoundRobin:
-    default:
-      return std::make_unique<RoundRobin>(pool);
+      break;
   }
+  return std::make_unique<RoundRobin>(pool);
 }
 
-void preparePool(Pool& pool) { pool.rr_order = weightedOrder(pool.servers); }
-
-bool usable(const Server& s, const PickContext& ctx, bool ignore_ejection) {
-  if (!s.enabled || s.drain) return false;
-  const ServerState& st = *s.state;
-  if (!st.healthy.load(std::memory_order_relaxed)) return false;
-  if (!ignore_ejection && st.ejected(ctx.now_ms)) return false;
-  if (s.max_connections != 0 &&
-      st.limited_in_use.load(std::memory_order_relaxed) >= static_cast<int32_t>(s.max_connections))
-    return false;
-  return std::find(ctx.excluded.begin(), ctx.excluded.end(), s.index) == ctx.excluded.end();
-}
-
-uint64_t inFlight(const Server& s) {
-  return s.state->stats.per_worker.sum([](const ServerCounters& c) { return c.in_flight.get(); });
+void preparePool(Pool& pool) {
+  pool.rr_order = weightedOrder(pool.servers);
+  // The Maglev table (256 KiB for up to 655 servers, a few milliseconds to build) only for the
+  // pools that hash, and for pools without a configuration (tests, tools).
+  if (pool.config == nullptr || pool.config->lb_algorithm == config::LbAlgorithm::ConsistentHash)
+    pool.maglev = buildMaglev(pool.servers);
+  else
+    pool.maglev.clear();
 }
 
 uint64_t averageResponseMicros(const Server& s) {

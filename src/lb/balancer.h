@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string_view>
+#include <vector>
 
 #include "lb/pool.h"
 
@@ -29,11 +31,31 @@ class LoadBalancer {
 std::unique_ptr<LoadBalancer> makeLoadBalancer(const Pool& pool);
 
 // A server may take a new request: enabled, not draining, healthy, not ejected (unless
-// ignore_ejection), under its connection limit, and not already tried.
-bool usable(const Server& s, const PickContext& ctx, bool ignore_ejection = false);
+// ignore_ejection), under its connection limit, and not already tried. In two parts: what the
+// configuration snapshot says (fixed for the life of the pool), and what changes at run time.
+// Inline: the algorithms ask it of every server they consider.
+inline bool takesNewTraffic(const Server& s) { return s.enabled && !s.drain; }
+
+inline bool usableNow(const ServerState& st, uint32_t max_connections, uint32_t index,
+                      const PickContext& ctx, bool ignore_ejection) {
+  if (!st.healthy.load(std::memory_order_relaxed)) return false;
+  if (!ignore_ejection && st.ejected(ctx.now_ms)) return false;
+  if (max_connections != 0 &&
+      st.limited_in_use.load(std::memory_order_relaxed) >= static_cast<int32_t>(max_connections))
+    return false;
+  for (uint32_t tried : ctx.excluded)
+    if (tried == index) return false;
+  return true;
+}
+
+inline bool usable(const Server& s, const PickContext& ctx, bool ignore_ejection = false) {
+  return takesNewTraffic(s) && usableNow(*s.state, s.max_connections, s.index, ctx, ignore_ejection);
+}
 
 // Requests in flight (HTTP) or connections (TCP) at the server, all workers together.
-uint64_t inFlight(const Server& s);
+inline uint64_t inFlight(const Server& s) {
+  return s.state->stats.per_worker.sum([](const ServerCounters& c) { return c.in_flight.get(); });
+}
 // Moving average of the server's response times over the workers that have seen any (µs), or 0
 // when none has.
 uint64_t averageResponseMicros(const Server& s);
@@ -53,6 +75,119 @@ class RoundRobin final : public LoadBalancer {
  private:
   const Server* pickOnce(const PickContext& ctx, bool ignore_ejection);
   const Pool& pool_;
+};
+
+// What the scanning algorithms (least connections, least response time) read of a server, packed
+// per instance: only servers that the configuration lets take traffic (enabled, not draining,
+// weight > 0), with direct pointers to their shared state and per-worker counters.
+struct Candidate {
+  const ServerState* state;
+  const ServerCounters* slots;  // one per worker
+  uint32_t workers;
+  uint32_t weight;
+  uint32_t max_connections;
+  uint32_t index;  // in the pool
+};
+std::vector<Candidate> candidates(const Pool& pool);
+
+// Least connections: the usable server with the fewest requests in flight (HTTP) or connections
+// (TCP), all workers together, relative to its weight: the lowest (inFlight + 1) / weight, compared
+// exactly (cross products). "+1" counts the request being placed, so between idle servers the
+// heavier one is chosen first and, under load, in-flight counts settle in proportion to the
+// weights. Ties go to the server this instance picked least recently, so equally loaded servers
+// take turns (each instance starts its turns at a different server). A pick reads every server's
+// counters: O(servers x workers); prefer random_two_choices for pools of hundreds of servers.
+class LeastConnections final : public LoadBalancer {
+ public:
+  explicit LeastConnections(const Pool& pool);
+  const Server* pick(const PickContext& ctx) override;
+
+ private:
+  const Server* pickOnce(const PickContext& ctx, bool ignore_ejection);
+  const Pool& pool_;
+  std::vector<Candidate> candidates_;
+  std::vector<uint64_t> last_pick_;  // per server: this instance's pick clock when last chosen
+  uint64_t clock_ = 0;
+};
+
+// Least response time: the lowest averageResponseMicros x (inFlight + 1) / weight.
+//  - A server with no response time yet is treated as being as fast as the fastest server that
+//    has one (1 µs when none has): it is tried first, and the in-flight factor still limits how
+//    much it gets before its first responses come back.
+//  - What this instance believes of a server that has had no new response for kStaleAfterMs (a
+//    slow server that stopped getting traffic) decays toward the average of the servers that are
+//    answering, halving the difference every kHalfLifeMs, so it is tried again; its next responses
+//    replace the belief. This needs ctx.now_ms (monotonic); without a clock nothing decays.
+// Ties go to the server this instance picked least recently. O(servers x workers) per pick.
+class LeastResponseTime final : public LoadBalancer {
+ public:
+  static constexpr uint64_t kStaleAfterMs = 2000;
+  static constexpr uint64_t kHalfLifeMs = 2000;
+
+  explicit LeastResponseTime(const Pool& pool);
+  const Server* pick(const PickContext& ctx) override;
+  // The response time this instance uses for server `index` as of its last pick (tests, status).
+  uint64_t effectiveMicros(uint32_t index) const { return servers_[index].effective_us; }
+
+ private:
+  struct View {
+    uint64_t samples = 0;                   // responses seen so far, all workers together
+    uint64_t changed_ms = UINT64_MAX;       // when `samples` last changed (UINT64_MAX: never seen)
+    uint64_t effective_us = 0;              // response time used for the pick in progress
+    uint64_t in_flight = 0;
+  };
+  void observe(uint64_t now_ms);
+  const Server* pickOnce(const PickContext& ctx, bool ignore_ejection);
+  const Pool& pool_;
+  std::vector<Candidate> candidates_;
+  std::vector<View> servers_;  // per server of the pool
+  std::vector<uint64_t> last_pick_;
+  uint64_t clock_ = 0;
+};
+
+// Power of two choices: two distinct usable servers drawn at random in proportion to their
+// weights; the one with fewer requests in flight relative to its weight (inFlight / weight,
+// compared exactly) wins, the first drawn on a tie. Idle servers tie, so at low load the picks
+// follow the weights; under load the busier of the two is avoided. O(1): an alias table (built
+// per instance) and a splitmix64 generator (seeded per instance).
+class RandomTwoChoices final : public LoadBalancer {
+ public:
+  explicit RandomTwoChoices(const Pool& pool);
+  const Server* pick(const PickContext& ctx) override;
+
+ private:
+  struct Column {
+    uint64_t threshold;  // out of total_weight_: below it the column's own server, else alias
+    uint32_t alias;
+  };
+  uint64_t next();
+  uint32_t draw();
+  const Server* drawUsable(const PickContext& ctx, bool ignore_ejection, const Server* other);
+  const Server* scanUsable(const PickContext& ctx, bool ignore_ejection, const Server* other);
+  const Server* pickOnce(const PickContext& ctx, bool ignore_ejection);
+  const Pool& pool_;
+  std::vector<Column> columns_;
+  uint64_t total_weight_ = 0;
+  uint64_t rng_;
+};
+
+// Consistent hashing over the pool's Maglev table (lb/maglev.h): a key with hash h goes to
+// table[h % size]; when that server cannot be used, to the next usable server further along the
+// table (the same replacement on every engine; the keys return when the server is usable again).
+// Servers that are disabled, draining or of weight 0 are not in the table. Without a key
+// (!ctx.has_hash: no such header or cookie) the request is placed by round robin.
+class ConsistentHash final : public LoadBalancer {
+ public:
+  explicit ConsistentHash(const Pool& pool);
+  const Server* pick(const PickContext& ctx) override;
+
+ private:
+  const Server* walk(const PickContext& ctx, bool ignore_ejection);
+  const Pool& pool_;
+  RoundRobin round_robin_;
+  uint32_t members_ = 0;               // distinct servers in the table
+  std::vector<uint32_t> rejected_;     // per server: the walk (generation) that found it unusable
+  uint32_t generation_ = 0;
 };
 
 // The interleaved order behind RoundRobin: server indexes, each appearing weight/gcd times,

@@ -22,18 +22,19 @@ class ServerState {
   ServerStats stats;     // per-worker counters
   uint32_t key() const { return stats.key; }
 
+  // What every pick reads, together on one cache line (written rarely, read always).
   // Active health, written by the health checker, read by workers. A server starts up.
-  std::atomic<bool> healthy{true};
-
-  // Passive health (outlier detection).
-  std::atomic<uint64_t> ejected_until_ms{0};  // monotonic ms; in the past = not ejected
-  std::atomic<uint32_t> ejections{0};         // times ejected (the ejection time grows with it)
-  std::atomic<uint32_t> consecutive_gateway_failures{0};
-  std::atomic<uint32_t> consecutive_5xx{0};
-
+  alignas(64) std::atomic<bool> healthy{true};
+  // Passive health (outlier detection): monotonic ms; in the past = not ejected.
+  std::atomic<uint64_t> ejected_until_ms{0};
   // Engine-wide connections (TCP) or requests in flight (HTTP), kept exact with an atomic only for
   // servers that have max_connections.
   std::atomic<int32_t> limited_in_use{0};
+
+  // Outlier detection's bookkeeping, written on failures (and reset on a success after them).
+  alignas(64) std::atomic<uint32_t> ejections{0};  // times ejected (the ejection time grows with it)
+  std::atomic<uint32_t> consecutive_gateway_failures{0};
+  std::atomic<uint32_t> consecutive_5xx{0};
 
   bool ejected(uint64_t now_ms) const {
     return ejected_until_ms.load(std::memory_order_relaxed) > now_ms;

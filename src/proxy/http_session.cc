@@ -8,15 +8,17 @@
 
 #include "core/socket.h"
 #include "http/serializer.h"
+#include "proxy/access_record.h"
 
 namespace ballast::proxy {
 
 namespace {
-constexpr size_t kMaxConnectAttempts = 3;
 constexpr uint64_t kLingerMs = 2000;
 constexpr int kRoundsPerEvent = 16;
 // Room kept free in cout_/uout_ for chunk framing around a payload span.
 constexpr size_t kChunkFraming = 32;
+// A request body up to this size, already received whole, is kept for a retry.
+constexpr uint64_t kMaxReplayBody = 64 * 1024;
 // A fresh client socket joins the event loop only if its exchange takes longer than this.
 constexpr uint64_t kWatchClientAfterMs = 100;
 
@@ -28,6 +30,7 @@ HttpSession::HttpSession(WorkerContext& ctx, std::shared_ptr<Service> service, i
                          const SocketAddress& peer)
     : Session(ctx, std::move(service)),
       client_fd_(client_fd),
+      peer_(peer),
       client_ip_(peer.hostString()),
       cin_(ctx.buffers),
       cout_(ctx.buffers),
@@ -89,16 +92,13 @@ void HttpSession::onUpstreamEvents(uint32_t events) {
     int error = socketError(upstream_conn_->fd());
     if (error == 0 && (events & (EPOLLERR | EPOLLHUP))) error = ECONNREFUSED;
     if (error != 0) {
-      server_->errors[kindIndex(ErrorKind::ConnectRefused)].add();
-      releaseUpstream(false);
-      if (!acquireUpstream(false)) {
-        respondError(503, ErrorKind::NoServer);
-      }
+      attemptFailed(ErrorKind::ConnectRefused);
       run();
       return;
     }
     resp_ = Resp::Head;
     upstream_activity_ms_ = ctx_.loop.now();
+    connect_us_ = ctx_.loop.nowUs() - attempt_start_us_;
   }
   if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) upstream_.readable = true;
   if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) upstream_.hangup = true;
@@ -110,13 +110,9 @@ void HttpSession::onTimer(int tag) {
   if (closed_) return;
   if (tag == kServerTimer) {
     if (resp_ == Resp::Connecting) {
-      server_->errors[kindIndex(ErrorKind::ConnectTimeout)].add();
-      releaseUpstream(false);
-      if (!acquireUpstream(false)) respondError(503, ErrorKind::NoServer);
+      attemptFailed(ErrorKind::ConnectTimeout);
     } else if (resp_ == Resp::Head || resp_ == Resp::Body) {
-      server_->errors[kindIndex(ErrorKind::ServerTimeout)].add();
-      releaseUpstream(false);
-      respondError(504, ErrorKind::ServerTimeout);
+      attemptFailed(ErrorKind::ServerTimeout);
     }
     run();
     return;
@@ -278,7 +274,11 @@ bool HttpSession::readUpstream() {
     upstream_activity_ms_ = ctx_.loop.now();
     if (!response_bytes_seen_) {
       response_bytes_seen_ = true;
-      if (request_sent_) server_->response_duration.observeMicros(ctx_.loop.nowUs() - request_sent_us_);
+      if (request_sent_) {
+        first_byte_us_ = ctx_.loop.nowUs() - request_sent_us_;
+        server_->response_duration.observeMicros(first_byte_us_);
+        recordResponseTime(*server_, first_byte_us_);
+      }
     }
     if (static_cast<size_t>(n) < room && !upstream_.hangup) upstream_.readable = false;
     ++progress_;
@@ -414,6 +414,23 @@ void HttpSession::startExchange() {
   retried_ = false;
   status_ = 0;
   tried_.clear();
+  attempts_ = 0;
+  retries_ = 0;
+  connect_us_ = 0;
+  first_byte_us_ = 0;
+  head_us_ = request_start_us_ != 0 ? ctx_.loop.nowUs() - request_start_us_ : 0;
+  error_kind_ = nullptr;
+  server_ref_ = nullptr;
+  exchange_parsed_ = true;
+  in_mark_ = cin_.totalConsumed();
+  out_mark_ = cout_.totalProduced();
+  if (service_->access_log) {
+    log_method_.assign(head.method);
+    log_target_.assign(head.target);
+  }
+  has_hash_ = false;
+  if (service_->pool.config->lb_algorithm == config::LbAlgorithm::ConsistentHash)
+    has_hash_ = hashRequest(head, &hash_);
 
   if (!acquireUpstream(true)) {
     respondError(503, ErrorKind::NoServer);
@@ -437,27 +454,80 @@ void HttpSession::startExchange() {
   bool has_body = request_body_ == http::BodyKind::Chunked ||
                   (request_body_ == http::BodyKind::ContentLength && request_left_ > 0);
   req_ = has_body ? Req::Body : Req::Done;
-  // A pooled connection may turn out to be closed by the server already: a request without a
-  // body is kept to be sent again on a new connection.
+  // Kept to send again on another connection (a retry, or a pooled connection the server had
+  // closed already): the head, with the body when it is small and already here whole. A body
+  // still streaming from the client cannot be sent twice.
   replay_.clear();
-  if (!has_body && upstream_conn_->reused()) replay_.assign(uout_.readPtr(), uout_.readable());
+  if (!has_body) {
+    replay_.assign(uout_.readPtr(), uout_.readable());
+  } else if (request_body_ == http::BodyKind::ContentLength && request_left_ <= kMaxReplayBody &&
+             request_left_ <= cin_.readable()) {
+    replay_.assign(uout_.readPtr(), uout_.readable());
+    replay_.append(cin_.readPtr(), request_left_);
+  }
   forwardRequestBody();
+}
+
+bool HttpSession::hashRequest(const http::RequestHead& head, uint64_t* hash) const {
+  const config::HashKey& key = service_->pool.config->hash_key;
+  std::string_view value;
+  switch (key.type) {
+    case config::HashKeyType::ClientIp:
+      value = client_ip_;
+      break;
+    case config::HashKeyType::Path:
+      value = head.forward_target.substr(0, head.forward_target.find('?'));
+      break;
+    case config::HashKeyType::Header:
+      for (const http::Field& f : head.fields)
+        if (http::equalsIgnoreCase(f.name, key.name)) {
+          value = f.value;
+          break;
+        }
+      break;
+    case config::HashKeyType::Cookie:
+      value = cookieValue(head, key.name);
+      break;
+  }
+  if (value.empty()) return false;
+  *hash = lb::hashKey(value);
+  return true;
+}
+
+std::string_view HttpSession::cookieValue(const http::RequestHead& head, std::string_view name) {
+  // Cookie: a=1; b=2 (RFC 6265 5.4); several Cookie fields are possible.
+  for (const http::Field& f : head.fields) {
+    if (!http::equalsIgnoreCase(f.name, "cookie")) continue;
+    std::string_view rest = f.value;
+    while (!rest.empty()) {
+      size_t end = rest.find(';');
+      std::string_view pair = rest.substr(0, end);
+      rest = end == std::string_view::npos ? std::string_view() : rest.substr(end + 1);
+      while (!pair.empty() && pair.front() == ' ') pair.remove_prefix(1);
+      size_t eq = pair.find('=');
+      if (eq != std::string_view::npos && pair.substr(0, eq) == name) return pair.substr(eq + 1);
+    }
+  }
+  return {};
 }
 
 bool HttpSession::acquireUpstream(bool allow_pooled) {
   upstream_ = SocketState{};
   upstream_write_failed_ = false;
-  while (tried_.size() < kMaxConnectAttempts) {
-    lb::PickContext pick{tried_};
+  const uint32_t max_attempts = 1 + service_->config.retries;
+  while (attempts_ < max_attempts) {
+    lb::PickContext pick{tried_, ctx_.loop.now(), has_hash_, hash_};
     const lb::Server* server = service_->balancer->pick(pick);
     if (server == nullptr) return false;
     tried_.push_back(server->index);
+    if (!attempt_.begin(ctx_, *service_, *server)) continue;  // at its connection limit meanwhile
+    ++attempts_;
     server_ref_ = server;
-    server_ = service_->server_counters[server->index];
+    server_ = attempt_.counters();
+    attempt_start_us_ = ctx_.loop.nowUs();
     if (allow_pooled) {
       upstream_conn_ = ctx_.upstreams.take(server->state->key(), server->index, this);
       if (upstream_conn_ != nullptr) {
-        server_->requests.add();
         resp_ = Resp::Head;
         upstream_activity_ms_ = ctx_.loop.now();
         return true;
@@ -465,13 +535,13 @@ bool HttpSession::acquireUpstream(bool allow_pooled) {
     }
     upstream_conn_ = ctx_.upstreams.connect(server->address, server->state, server->index, this);
     if (upstream_conn_ != nullptr) {
-      server_->requests.add();
       resp_ = Resp::Connecting;
       upstream_.writable = false;
       server_timer_.armAfter(ms(service_->config.timeouts.connect));
       return true;
     }
     server_->errors[kindIndex(ErrorKind::ConnectRefused)].add();
+    attempt_.end(lb::Outcome::GatewayFailure);
   }
   return false;
 }
@@ -548,14 +618,14 @@ void HttpSession::handleResponseHead() {
   http::ParseStatus st = response_parser_.parse(uin_.readPtr(), uin_.readable(), method_);
   if (st == http::ParseStatus::Incomplete) {
     if (uin_.space() == 0) {
-      serverError(ErrorKind::BadResponse);
+      attemptFailed(ErrorKind::BadResponse);
     } else if (upstream_.eof) {
-      serverError(ErrorKind::BadResponse);  // closed in the middle of a head
+      attemptFailed(ErrorKind::BadResponse);  // closed in the middle of a head
     }
     return;
   }
   if (st == http::ParseStatus::Error) {
-    serverError(ErrorKind::BadResponse);
+    attemptFailed(ErrorKind::BadResponse);
     return;
   }
   const http::ResponseHead& head = response_parser_.head();
@@ -564,7 +634,7 @@ void HttpSession::handleResponseHead() {
   int status = head.status;
   if (status == 101) {
     if (!upgrade_requested_ || !head.upgrade) {
-      serverError(ErrorKind::BadResponse);
+      attemptFailed(ErrorKind::BadResponse);
       return;
     }
   } else if (status < 200) {
@@ -592,7 +662,7 @@ void HttpSession::handleResponseHead() {
   if (client_http10_ && response_body_ == http::BodyKind::Chunked) {
     // A 1.0 client knows no transfer coding: the body goes out unframed, ended by the close.
     // Other codings under the chunked one could not be undone here.
-    if (!head.transfer_codings_before_chunked.empty()) return serverError(ErrorKind::BadResponse);
+    if (!head.transfer_codings_before_chunked.empty()) return attemptFailed(ErrorKind::BadResponse);
     dechunk_ = true;
     keep_alive_ = false;
   }
@@ -603,7 +673,7 @@ void HttpSession::handleResponseHead() {
   cout_.compact();
   size_t n = http::serializeResponseHead(head, fwd, cout_.writePtr(), cout_.writable());
   if (n == 0) {
-    if (cout_.empty()) return serverError(ErrorKind::BadResponse);
+    if (cout_.empty()) return attemptFailed(ErrorKind::BadResponse);
     return wait_for_client();  // it has an interim response to read first
   }
   cout_.produced(n);
@@ -613,6 +683,9 @@ void HttpSession::handleResponseHead() {
   server_->responses[statusClassIndex(status)].add();
   ++progress_;
   if (status == 101) {
+    // The upgrade worked: that is the outcome. The tunnel stays in flight at the server until it
+    // closes (long-lived load counts for least_connections).
+    attempt_.report(lb::Outcome::Success);
     resp_ = Resp::Tunnel;
     req_ = Req::Tunnel;
     relay(cin_, uout_);
@@ -663,7 +736,7 @@ void HttpSession::forwardResponseBody() {
     size_t len = std::min(uin_.readable(), cout_.space() - kChunkFraming);
     auto st = response_chunks_.decode(uin_.readPtr(), len, &consumed, &payload);
     if (st == http::ChunkedDecoder::Status::Error) {
-      serverError(ErrorKind::BadResponse);
+      attemptFailed(ErrorKind::BadResponse);
       return;
     }
     if (st == http::ChunkedDecoder::Status::Data) {
@@ -692,6 +765,8 @@ void HttpSession::completeResponse() {
   VsCounters& vs = service_->counters;
   vs.responses[statusClassIndex(status_)].add();
   if (request_start_us_ != 0) vs.request_duration.observeMicros(ctx_.loop.nowUs() - request_start_us_);
+  attempt_.end(status_ >= 500 ? lb::Outcome::ServerError : lb::Outcome::Success);
+  logAccess();
   bool reusable = server_keep_alive_ && req_ == Req::Done && uout_.empty() && uin_.empty() &&
                   !upstream_write_failed_ &&
                   !upstream_.eof && !upstream_.hangup && response_body_ != http::BodyKind::UntilClose;
@@ -715,50 +790,110 @@ void HttpSession::completeResponse() {
 void HttpSession::onUpstreamClosed(ErrorKind kind) {
   if (!response_started_ && !response_bytes_seen_ && upstream_conn_ != nullptr &&
       upstream_conn_->reused() && !replay_.empty() && !retried_) {
-    // A pooled connection the server had already closed: send the request again, once, on a
-    // new connection. Only requests without a body, which we still have whole.
+    // A pooled connection the server had already closed (the keep-alive race): not the server's
+    // failure, and not a retry; send the request again, once, on a new connection.
     retried_ = true;
+    attempt_.end(std::nullopt);
+    --attempts_;
+    tried_.pop_back();  // the same server may be picked again: it did nothing wrong
     releaseUpstream(false);
-    uout_.clear();
-    uout_.append(replay_);
-    request_sent_ = false;
-    tried_.clear();
+    prepareReplay();
     if (!acquireUpstream(false)) respondError(503, ErrorKind::NoServer);
     ++progress_;
     return;
   }
-  serverError(kind);
+  attemptFailed(kind);
 }
 
-// A failure on the server side: 502 if the client has seen nothing of the response yet, else
-// the client connection is cut (it is the only way left to tell it the response is incomplete).
-void HttpSession::serverError(ErrorKind kind) {
+// An attempt failed on the server side. Before any of the response reached the client, another
+// server may be tried (retries): always after a failed connect (nothing was sent), and after a
+// reset, an early close or a timeout for idempotent requests kept whole. Otherwise the client gets
+// 502/503/504, or, when part of the response was sent already, its connection is cut: the only
+// way left to tell it the response is incomplete.
+void HttpSession::attemptFailed(ErrorKind kind) {
+  bool connect_failure = kind == ErrorKind::ConnectRefused || kind == ErrorKind::ConnectTimeout;
   if (server_ != nullptr) server_->errors[kindIndex(kind)].add();
+  attempt_.end(lb::Outcome::GatewayFailure);
   releaseUpstream(false);
   discardUnsentResponse();
   if (response_started_) {
     service_->counters.errors[kindIndex(kind)].add();
+    error_kind_ = errorKindName(kind);
+    logAccess();
     finish(true);
     return;
   }
-  respondError(502, kind);
+  bool replayable = connect_failure || (kind != ErrorKind::BadResponse && idempotent(method_) &&
+                                        !replay_.empty());
+  if (replayable && attempts_ < 1 + service_->config.retries) {
+    service_->counters.retries.add();
+    server_->retries.add();
+    ++retries_;
+    if (!connect_failure) prepareReplay();
+    ++progress_;
+    if (acquireUpstream(true)) return;
+  }
+  switch (kind) {
+    case ErrorKind::ConnectRefused:
+    case ErrorKind::ConnectTimeout:
+      respondError(503, ErrorKind::NoServer);
+      return;
+    case ErrorKind::ServerTimeout:
+      respondError(504, kind);
+      return;
+    default:
+      respondError(502, kind);
+      return;
+  }
+}
+
+// Puts the kept request back in uout_ to be sent again.
+void HttpSession::prepareReplay() {
+  uout_.clear();
+  uout_.append(replay_);
+  req_ = Req::Done;
+  request_sent_ = false;
+  response_bytes_seen_ = false;
+  response_parser_.reset();
+}
+
+bool HttpSession::idempotent(http::Method m) {
+  switch (m) {
+    case http::Method::Get:
+    case http::Method::Head:
+    case http::Method::Options:
+    case http::Method::Put:
+    case http::Method::Delete:
+    case http::Method::Trace:
+      return true;
+    default:
+      return false;
+  }
 }
 
 void HttpSession::clientError(ErrorKind kind) {
   service_->counters.errors[kindIndex(kind)].add();
+  if (req_ != Req::Head || !cin_.empty()) {  // an exchange was under way
+    error_kind_ = errorKindName(kind);
+    logAccess();
+  }
   finish(true);
 }
 
 void HttpSession::respondError(int status, ErrorKind kind) {
   bool head_only = answeringHead();
   service_->counters.errors[kindIndex(kind)].add();
+  error_kind_ = errorKindName(kind);
   discardUnsentResponse();
   if (response_started_) {
+    logAccess();
     finish(true);
     return;
   }
   service_->counters.responses[statusClassIndex(status)].add();
   releaseUpstream(false);
+  status_ = status;
+  logAccess();
   resp_ = Resp::Idle;
   req_ = Req::Done;
   keep_alive_ = false;
@@ -790,6 +925,35 @@ bool HttpSession::answeringHead() const {
   return method_ == http::Method::Head;
 }
 
+void HttpSession::logAccess() {
+  if (service_->access_log != nullptr) {
+    AccessRecord r;
+    r.vs = service_->config.name;
+    std::string client = peer_.toString();
+    r.client = client;
+    if (exchange_parsed_) {
+      r.method = log_method_;
+      r.target = log_target_;
+    }
+    r.status = status_;
+    if (server_ref_ != nullptr) r.server = server_ref_->address_text;
+    r.bytes_in = cin_.totalConsumed() - in_mark_;
+    r.bytes_out = cout_.totalProduced() - out_mark_;
+    r.header_us = head_us_;
+    r.connect_us = connect_us_;
+    r.first_byte_us = first_byte_us_;
+    r.total_us = request_start_us_ != 0 ? ctx_.loop.nowUs() - request_start_us_ : 0;
+    r.retries = retries_;
+    if (error_kind_ != nullptr) r.error = error_kind_;
+    log_line_.clear();
+    formatAccessRecord(r, log_line_);
+    service_->access_log->write(service_->worker, log_line_);
+  }
+  exchange_parsed_ = false;
+  in_mark_ = cin_.totalConsumed();
+  out_mark_ = cout_.totalProduced();
+}
+
 // ---- tunnels (after 101 Switching Protocols) ----------------------------------------------------
 
 void HttpSession::relay(Buffer& from, Buffer& to) {
@@ -804,8 +968,10 @@ void HttpSession::tunnelShutdowns() {
   if (req_ != Req::Tunnel || upstream_conn_ == nullptr) return;
   if (client_.eof && cin_.empty() && uout_.empty()) ::shutdown(upstream_conn_->fd(), SHUT_WR);
   if (upstream_.eof && uin_.empty() && cout_.empty()) ::shutdown(client_fd_, SHUT_WR);
-  if (client_.eof && upstream_.eof && cin_.empty() && uin_.empty() && cout_.empty() && uout_.empty())
+  if (client_.eof && upstream_.eof && cin_.empty() && uin_.empty() && cout_.empty() && uout_.empty()) {
+    logAccess();
     finish(false);
+  }
 }
 
 // ---- endings --------------------------------------------------------------------------------------
@@ -821,6 +987,7 @@ void HttpSession::startLinger() {
 }
 
 void HttpSession::releaseUpstream(bool reusable) {
+  attempt_.end(std::nullopt);
   server_timer_.cancel();
   // Bytes a server sent beyond its response belong to no exchange: they go with its connection.
   uin_.clear();
@@ -872,6 +1039,7 @@ void HttpSession::finish(bool reset) {
   ctx_.loop.cancelSoon(this);
   client_timer_.cancel();
   server_timer_.cancel();
+  attempt_.end(std::nullopt);
   if (upstream_conn_ != nullptr) {
     ctx_.upstreams.close(upstream_conn_, true);
     upstream_conn_ = nullptr;

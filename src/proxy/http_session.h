@@ -7,8 +7,12 @@
 #include <string>
 #include <vector>
 
+#include <optional>
+
 #include "core/address.h"
 #include "http/parser.h"
+#include "lb/outlier.h"
+#include "proxy/attempt.h"
 #include "proxy/session.h"
 
 namespace ballast::proxy {
@@ -65,13 +69,19 @@ class HttpSession final : public Session, public IoHandler, public UpstreamUser,
   void updateTimers();
   void releaseUpstream(bool reusable);
   void finish(bool reset);
-  void serverError(ErrorKind kind);
+  void attemptFailed(ErrorKind kind);
+  void prepareReplay();
+  static bool idempotent(http::Method m);
+  bool hashRequest(const http::RequestHead& head, uint64_t* hash) const;
+  static std::string_view cookieValue(const http::RequestHead& head, std::string_view name);
+  void logAccess();
   void discardUnsentResponse();
   bool answeringHead() const;
   bool waitingForServer() const;
   void clientError(ErrorKind kind);
 
   int client_fd_;
+  SocketAddress peer_;
   std::string client_ip_;
   SocketState client_;
   SocketState upstream_;
@@ -123,8 +133,26 @@ class HttpSession final : public Session, public IoHandler, public UpstreamUser,
   ServerCounters* server_ = nullptr;
   const lb::Server* server_ref_ = nullptr;
   std::vector<uint32_t> tried_;
-  std::string replay_;        // the request head, kept for a retry on a stale pooled connection
-  bool retried_ = false;
+  std::string replay_;        // the request (head, small body), kept to send again
+  bool retried_ = false;      // sent again after a pooled connection turned out closed
+  // Attempts at servers for the exchange in flight.
+  uint32_t attempts_ = 0;
+  uint32_t retries_ = 0;
+  ServerAttempt attempt_;
+  uint64_t attempt_start_us_ = 0;
+  bool has_hash_ = false;           // consistent_hash key of this request
+  uint64_t hash_ = 0;
+  // Access log of the exchange in flight.
+  std::string log_method_;
+  std::string log_target_;
+  const char* error_kind_ = nullptr;
+  bool exchange_parsed_ = false;    // the request head of the exchange being logged parsed
+  uint64_t head_us_ = 0;
+  uint64_t connect_us_ = 0;
+  uint64_t first_byte_us_ = 0;
+  uint64_t in_mark_ = 0;            // cin_.totalConsumed() when the exchange began
+  uint64_t out_mark_ = 0;           // cout_.totalProduced() when the exchange began
+  std::string log_line_;
   bool upstream_write_failed_ = false;
 };
 

@@ -33,6 +33,15 @@ void Listener::close() {
   fd_ = -1;
 }
 
+void Listener::setService(std::shared_ptr<Service> service) {
+  if (fd_ >= 0 && service->config.protocol != service_->config.protocol) {
+    // HTTP listeners defer accept until the request arrives; TCP ones must not (a server may
+    // speak first).
+    setDeferAccept(fd_, service->config.protocol == config::Protocol::Http ? 1 : 0);
+  }
+  service_ = std::move(service);
+}
+
 void Listener::onTimer(int) {
   if (fd_ < 0 || !paused_) return;
   paused_ = false;
@@ -77,7 +86,7 @@ void Listener::accepted(int fd, const SocketAddress& peer) {
       return;
     }
     setNoDelay(fd);  // interactive protocols must not wait on Nagle's algorithm
-    auto* session = new TcpSession(ctx_, service_, fd);
+    auto* session = new TcpSession(ctx_, service_, fd, peer);
     session->start();
     return;
   }

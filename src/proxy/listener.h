@@ -21,6 +21,10 @@ class Listener final : public IoHandler, public TimerHandler {
   // Stops accepting and closes the socket.
   void close();
   const Service& service() const { return *service_; }
+  // Serves another snapshot's version of the virtual service from now on (reload); connections
+  // already accepted keep the one they started with.
+  void setService(std::shared_ptr<Service> service);
+  int fd() const { return fd_; }
 
  private:
   void accepted(int fd, const SocketAddress& peer);

@@ -15,7 +15,9 @@ Service::Service(std::shared_ptr<const Snapshot> snap, size_t vs_index, size_t w
       balancer(lb::makeLoadBalancer(pool)),
       stats(*snapshot->vs_stats[vs_index]),
       counters(stats.per_worker[worker_index]),
-      worker(worker_index) {
+      worker(worker_index),
+      access_log(vs_index < snapshot->access_logs.size() ? snapshot->access_logs[vs_index].get()
+                                                         : nullptr) {
   for (const lb::Server& s : pool.servers) server_counters.push_back(&s.state->stats.per_worker[worker]);
   limits.max_head_size = config.max_header_size;
   limits.max_fields = config.max_headers;

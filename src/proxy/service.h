@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "core/access_log.h"
 #include "core/stats.h"
 #include "http/message.h"
 #include "lb/balancer.h"
@@ -19,6 +20,7 @@ struct Snapshot {
   std::shared_ptr<const config::Config> config;
   std::vector<lb::Pool> pools;                       // same order as config->pools
   std::vector<std::shared_ptr<VsStats>> vs_stats;    // same order as config->virtual_services
+  std::vector<std::shared_ptr<AccessLog>> access_logs;  // same order; null where off
 
   const lb::Pool* findPool(const std::string& name) const;
 };
@@ -36,6 +38,7 @@ struct Service {
   std::vector<ServerCounters*> server_counters;      // this worker's slot, by server index
   http::Limits limits;
   size_t worker;
+  AccessLog* access_log;                             // null when off
 };
 
 }  // namespace ballast::proxy

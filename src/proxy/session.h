@@ -7,6 +7,7 @@
 
 #include "core/buffer.h"
 #include "core/event_loop.h"
+#include "core/events.h"
 #include "proxy/service.h"
 #include "proxy/upstream.h"
 
@@ -23,6 +24,7 @@ struct WorkerContext {
   UpstreamPool& upstreams;
   size_t worker;
   bool draining = false;    // stopping: finish what is in flight, accept nothing new
+  EventSink* events = nullptr;  // state changes seen on the data path (ejections)
   Session* sessions = nullptr;  // intrusive list of live sessions
   size_t session_count = 0;
 };

@@ -6,16 +6,16 @@
 #include <cerrno>
 
 #include "core/socket.h"
+#include "proxy/access_record.h"
 
 namespace ballast::proxy {
 
-namespace {
-constexpr size_t kMaxConnectAttempts = 3;
-}
 
-TcpSession::TcpSession(WorkerContext& ctx, std::shared_ptr<Service> service, int client_fd)
+TcpSession::TcpSession(WorkerContext& ctx, std::shared_ptr<Service> service, int client_fd,
+                       const SocketAddress& peer)
     : Session(ctx, std::move(service)),
       client_fd_(client_fd),
+      peer_(peer),
       to_server_(ctx.buffers),
       to_client_(ctx.buffers),
       idle_timer_(ctx.loop, this, kIdleTimer),
@@ -27,42 +27,66 @@ TcpSession::~TcpSession() {
 }
 
 void TcpSession::start() {
+  start_us_ = ctx_.loop.nowUs();
   ctx_.loop.addConnection(client_fd_, this);
   idle_timer_.armAfter(static_cast<uint64_t>(service_->config.timeouts.idle.count()));
   connectNext();
 }
 
 void TcpSession::connectNext() {
-  while (tried_.size() < kMaxConnectAttempts) {
-    lb::PickContext pick{tried_};
+  const uint32_t max_attempts = 1 + service_->config.retries;
+  lb::PickContext pick{tried_, ctx_.loop.now(), false, 0};
+  if (service_->pool.config->lb_algorithm == config::LbAlgorithm::ConsistentHash) {
+    pick.has_hash = true;  // a TCP virtual service hashes on the client address only
+    pick.hash = lb::hashKey(peer_.hostString());
+  }
+  while (attempts_ < max_attempts) {
+    pick.excluded = tried_;
     const lb::Server* server = service_->balancer->pick(pick);
     if (server == nullptr) break;
     tried_.push_back(server->index);
-    server_ = service_->server_counters[server->index];
+    if (!attempt_.begin(ctx_, *service_, *server)) continue;  // at its connection limit
+    if (attempts_++ > 0) {
+      service_->counters.retries.add();
+      if (failed_server_ != nullptr) failed_server_->retries.add();
+      ++retries_;
+    }
+    server_ = attempt_.counters();
+    connect_start_us_ = ctx_.loop.nowUs();
     upstream_ = ctx_.upstreams.connect(server->address, server->state, server->index, this);
     if (upstream_ != nullptr) {
       connect_timer_.armAfter(static_cast<uint64_t>(service_->config.timeouts.connect.count()));
       return;
     }
-    server_->errors[static_cast<size_t>(ErrorKind::ConnectRefused)].add();
+    connectFailed(ErrorKind::ConnectRefused);
   }
   // No server could be reached: refuse the client the way a closed port would.
   service_->counters.errors[static_cast<size_t>(ErrorKind::NoServer)].add();
+  error_ = ErrorKind::NoServer;
   finish(true);
+}
+
+void TcpSession::connectFailed(ErrorKind kind) {
+  server_->errors[static_cast<size_t>(kind)].add();
+  failed_server_ = server_;
+  attempt_.end(lb::Outcome::GatewayFailure);
+  if (upstream_ != nullptr) {
+    ctx_.upstreams.close(upstream_, kind == ErrorKind::ConnectTimeout);
+    upstream_ = nullptr;
+  }
+  to_client_.resetFlags();  // nothing of the failed attempt carries over
 }
 
 void TcpSession::onConnectResult(int error) {
   connect_timer_.cancel();
   if (error != 0) {
-    server_->errors[static_cast<size_t>(ErrorKind::ConnectRefused)].add();
-    ctx_.upstreams.close(upstream_);
-    upstream_ = nullptr;
-    to_client_.resetFlags();  // nothing of the failed attempt carries over
+    connectFailed(ErrorKind::ConnectRefused);
     connectNext();
     return;
   }
   connected_ = true;
-  server_->requests.add();
+  connect_us_ = ctx_.loop.nowUs() - connect_start_us_;
+  attempt_.report(lb::Outcome::Success);  // stays in flight until the connection ends
   pump();
 }
 
@@ -95,13 +119,12 @@ void TcpSession::onTimer(int tag) {
   if (closed_) return;
   if (tag == kConnectTimer) {
     if (connected_ || upstream_ == nullptr) return;
-    server_->errors[static_cast<size_t>(ErrorKind::ConnectTimeout)].add();
-    ctx_.upstreams.close(upstream_, true);
-    upstream_ = nullptr;
+    connectFailed(ErrorKind::ConnectTimeout);
     connectNext();
     return;
   }
   service_->counters.errors[static_cast<size_t>(ErrorKind::ClientTimeout)].add();
+  error_ = ErrorKind::ClientTimeout;
   finish(false);
 }
 
@@ -152,8 +175,10 @@ bool TcpSession::move(int src, int dst, Pipe& pipe, bool from_client) {
       // A reset on one side is passed on as a reset to the other.
       if (from_client) {
         service_->counters.errors[static_cast<size_t>(ErrorKind::ClientAbort)].add();
+        error_ = ErrorKind::ClientAbort;
       } else {
         server_->errors[static_cast<size_t>(ErrorKind::ServerReset)].add();
+        error_ = ErrorKind::ServerReset;
       }
       finish(true);
       return false;
@@ -176,8 +201,10 @@ bool TcpSession::move(int src, int dst, Pipe& pipe, bool from_client) {
     } else {
       if (from_client) {
         server_->errors[static_cast<size_t>(ErrorKind::ServerReset)].add();
+        error_ = ErrorKind::ServerReset;
       } else {
         service_->counters.errors[static_cast<size_t>(ErrorKind::ClientAbort)].add();
+        error_ = ErrorKind::ClientAbort;
       }
       finish(true);
       return false;
@@ -190,12 +217,33 @@ bool TcpSession::move(int src, int dst, Pipe& pipe, bool from_client) {
   return true;
 }
 
+void TcpSession::logAccess() {
+  AccessLog* log = service_->access_log;
+  if (log == nullptr) return;
+  AccessRecord r;
+  r.vs = service_->config.name;
+  std::string client = peer_.toString();
+  r.client = client;
+  if (connected_ && attempt_.server() != nullptr) r.server = attempt_.server()->address_text;
+  r.bytes_in = to_server_.buf.totalProduced();
+  r.bytes_out = to_client_.buf.totalConsumed();
+  r.connect_us = connect_us_;
+  r.total_us = ctx_.loop.nowUs() - start_us_;
+  r.retries = retries_;
+  if (error_) r.error = errorKindName(*error_);
+  std::string line;
+  formatAccessRecord(r, line);
+  log->write(service_->worker, line);
+}
+
 void TcpSession::finish(bool reset) {
   if (closed_) return;
   closed_ = true;
   ctx_.loop.cancelSoon(this);
   idle_timer_.cancel();
   connect_timer_.cancel();
+  attempt_.end(std::nullopt);
+  logAccess();
   if (upstream_ != nullptr) {
     ctx_.upstreams.close(upstream_, reset);
     upstream_ = nullptr;

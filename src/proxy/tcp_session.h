@@ -6,13 +6,18 @@
 #include <cstdint>
 #include <vector>
 
+#include <optional>
+
+#include "core/address.h"
+#include "proxy/attempt.h"
 #include "proxy/session.h"
 
 namespace ballast::proxy {
 
 class TcpSession final : public Session, public IoHandler, public UpstreamUser, public TimerHandler {
  public:
-  TcpSession(WorkerContext& ctx, std::shared_ptr<Service> service, int client_fd);
+  TcpSession(WorkerContext& ctx, std::shared_ptr<Service> service, int client_fd,
+             const SocketAddress& peer);
   ~TcpSession() override;
 
   void start();
@@ -39,13 +44,24 @@ class TcpSession final : public Session, public IoHandler, public UpstreamUser, 
 
   void connectNext();
   void onConnectResult(int error);
+  void connectFailed(ErrorKind kind);
+  void logAccess();
   void pump();
   // Moves what it can from src to dst; false when the connection had to be closed.
   bool move(int src, int dst, Pipe& pipe, bool from_client);
   void finish(bool reset);
 
   int client_fd_;
+  SocketAddress peer_;
   UpstreamConn* upstream_ = nullptr;
+  ServerAttempt attempt_;
+  uint32_t attempts_ = 0;
+  uint32_t retries_ = 0;
+  ServerCounters* failed_server_ = nullptr;  // of the last failed attempt
+  uint64_t start_us_ = 0;
+  uint64_t connect_start_us_ = 0;
+  uint64_t connect_us_ = 0;
+  std::optional<ErrorKind> error_;  // why it ended, for the access log
   bool connected_ = false;
   bool closed_ = false;
   Pipe to_server_;

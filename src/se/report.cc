@@ -2,7 +2,10 @@
 
 #include <fmt/format.h>
 
-#include <nlohmann/json.hpp>
+#include <map>
+
+#include "core/event_loop.h"
+#include "lb/balancer.h"
 
 namespace ballast::se {
 
@@ -10,56 +13,58 @@ namespace {
 
 constexpr const char* kClasses[5] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
 
-struct ServerTotals {
+// Sums of the per-worker counter slots of a virtual service or a server (the fields both have).
+struct Totals {
   uint64_t connections_total = 0, connections_active = 0, connections_idle = 0, requests = 0,
-           bytes_in = 0, bytes_out = 0;
+           bytes_in = 0, bytes_out = 0, retries = 0, ejections = 0, in_flight = 0;
   uint64_t responses[5] = {};
   uint64_t errors[kErrorKinds] = {};
   uint64_t buckets[Histogram::kBuckets] = {};
   uint64_t sum_us = 0;
+
+  template <typename Counters>
+  void addCommon(const Counters& c, const Histogram& h) {
+    connections_total += c.connections_total.get();
+    connections_active += c.connections_active.get();
+    requests += c.requests.get();
+    bytes_in += c.bytes_in.get();
+    bytes_out += c.bytes_out.get();
+    retries += c.retries.get();
+    for (size_t k = 0; k < 5; ++k) responses[k] += c.responses[k].get();
+    for (size_t k = 0; k < kErrorKinds; ++k) errors[k] += c.errors[k].get();
+    for (size_t k = 0; k < Histogram::kBuckets; ++k) buckets[k] += h.bucket(k);
+    sum_us += h.sumMicros();
+  }
+  void add(const Totals& o) {
+    connections_total += o.connections_total;
+    connections_active += o.connections_active;
+    connections_idle += o.connections_idle;
+    requests += o.requests;
+    bytes_in += o.bytes_in;
+    bytes_out += o.bytes_out;
+    retries += o.retries;
+    ejections += o.ejections;
+    in_flight += o.in_flight;
+    for (size_t k = 0; k < 5; ++k) responses[k] += o.responses[k];
+    for (size_t k = 0; k < kErrorKinds; ++k) errors[k] += o.errors[k];
+  }
 };
 
-ServerTotals totals(const ServerStats& stats) {
-  ServerTotals t;
-  const auto& w = stats.per_worker;
-  for (size_t i = 0; i < w.size(); ++i) {
-    const ServerCounters& c = w[i];
-    t.connections_total += c.connections_total.get();
-    t.connections_active += c.connections_active.get();
-    t.connections_idle += c.connections_idle.get();
-    t.requests += c.requests.get();
-    t.bytes_in += c.bytes_in.get();
-    t.bytes_out += c.bytes_out.get();
-    for (size_t k = 0; k < 5; ++k) t.responses[k] += c.responses[k].get();
-    for (size_t k = 0; k < kErrorKinds; ++k) t.errors[k] += c.errors[k].get();
-    for (size_t k = 0; k < Histogram::kBuckets; ++k) t.buckets[k] += c.response_duration.bucket(k);
-    t.sum_us += c.response_duration.sumMicros();
-  }
+Totals totals(const VsStats& stats) {
+  Totals t;
+  for (size_t i = 0; i < stats.per_worker.size(); ++i)
+    t.addCommon(stats.per_worker[i], stats.per_worker[i].request_duration);
   return t;
 }
 
-struct VsTotals {
-  uint64_t connections_total = 0, connections_active = 0, requests = 0, bytes_in = 0, bytes_out = 0;
-  uint64_t responses[5] = {};
-  uint64_t errors[kErrorKinds] = {};
-  uint64_t buckets[Histogram::kBuckets] = {};
-  uint64_t sum_us = 0;
-};
-
-VsTotals totals(const VsStats& stats) {
-  VsTotals t;
-  const auto& w = stats.per_worker;
-  for (size_t i = 0; i < w.size(); ++i) {
-    const VsCounters& c = w[i];
-    t.connections_total += c.connections_total.get();
-    t.connections_active += c.connections_active.get();
-    t.requests += c.requests.get();
-    t.bytes_in += c.bytes_in.get();
-    t.bytes_out += c.bytes_out.get();
-    for (size_t k = 0; k < 5; ++k) t.responses[k] += c.responses[k].get();
-    for (size_t k = 0; k < kErrorKinds; ++k) t.errors[k] += c.errors[k].get();
-    for (size_t k = 0; k < Histogram::kBuckets; ++k) t.buckets[k] += c.request_duration.bucket(k);
-    t.sum_us += c.request_duration.sumMicros();
+Totals totals(const ServerStats& stats) {
+  Totals t;
+  for (size_t i = 0; i < stats.per_worker.size(); ++i) {
+    const ServerCounters& c = stats.per_worker[i];
+    t.addCommon(c, c.response_duration);
+    t.connections_idle += c.connections_idle.get();
+    t.ejections += c.ejections.get();
+    t.in_flight += c.in_flight.get();
   }
   return t;
 }
@@ -74,6 +79,15 @@ nlohmann::json errorsJson(const uint64_t (&errors)[kErrorKinds]) {
   nlohmann::json j = nlohmann::json::object();
   for (size_t k = 0; k < kErrorKinds; ++k) j[errorKindName(static_cast<ErrorKind>(k))] = errors[k];
   return j;
+}
+
+// What a server is, for traffic: the first reason it gets none, or "up".
+const char* serverState(const lb::Server& s, uint64_t now_ms) {
+  if (!s.enabled) return "disabled";
+  if (s.drain) return "draining";
+  if (!s.state->healthy.load(std::memory_order_relaxed)) return "down";
+  if (s.state->ejected(now_ms)) return "ejected";
+  return "up";
 }
 
 // Prometheus text exposition.
@@ -123,18 +137,23 @@ std::string escapeLabel(const std::string& v) {
 
 std::string renderStatus(const proxy::Snapshot& snapshot, const EngineInfo& info) {
   const config::Config& cfg = *snapshot.config;
+  uint64_t now = monotonicMs();
   nlohmann::json j;
   j["version"] = BALLAST_VERSION;
   j["pid"] = info.pid;
   j["state"] = info.state;
   j["uptime_seconds"] = info.uptime_seconds;
   j["workers"] = info.workers;
-  j["config"] = {{"source", cfg.source}, {"store", cfg.store.type}};
+  j["config"] = {{"source", cfg.source}, {"store", cfg.store.type}, {"generation", info.generation}};
+  if (info.reload_age_seconds >= 0)
+    j["reload"] = {{"ok", info.reload_ok},
+                   {"errors", info.reload_errors},
+                   {"seconds_ago", info.reload_age_seconds}};
   j["virtual_services"] = nlohmann::json::array();
   for (size_t i = 0; i < cfg.virtual_services.size(); ++i) {
     const config::VirtualService& vs = cfg.virtual_services[i];
-    VsTotals t = totals(*snapshot.vs_stats[i]);
-    j["virtual_services"].push_back({
+    Totals t = totals(*snapshot.vs_stats[i]);
+    nlohmann::json v = {
         {"name", vs.name},
         {"listen", vs.listen_text},
         {"protocol", config::toString(vs.protocol)},
@@ -142,40 +161,75 @@ std::string renderStatus(const proxy::Snapshot& snapshot, const EngineInfo& info
         {"max_connections", vs.max_connections},
         {"connections", {{"active", t.connections_active}, {"total", t.connections_total}}},
         {"requests", t.requests},
+        {"retries", t.retries},
         {"bytes_in", t.bytes_in},
         {"bytes_out", t.bytes_out},
         {"responses", classesJson(t.responses)},
         {"errors", errorsJson(t.errors)},
-    });
+    };
+    if (i < snapshot.access_logs.size() && snapshot.access_logs[i]) {
+      const AccessLog& log = *snapshot.access_logs[i];
+      v["access_log"] = {{"target", log.target()}, {"lines", log.written()}, {"dropped", log.dropped()}};
+    }
+    j["virtual_services"].push_back(std::move(v));
   }
   j["pools"] = nlohmann::json::array();
   for (const lb::Pool& pool : snapshot.pools) {
     nlohmann::json servers = nlohmann::json::array();
+    size_t up = 0;
     for (const lb::Server& s : pool.servers) {
-      ServerTotals t = totals(s.state->stats);
+      Totals t = totals(s.state->stats);
+      const char* state = serverState(s, now);
+      if (std::string_view(state) == "up") ++up;
+      lb::ServerState::HealthNote note = s.state->healthNote();
+      nlohmann::json health = {{"state", state},
+                               {"healthy", s.state->healthy.load(std::memory_order_relaxed)},
+                               {"ejected", s.state->ejected(now)},
+                               {"ejections", t.ejections}};
+      if (!note.reason.empty()) {
+        health["reason"] = note.reason;
+        health["changed_seconds_ago"] = static_cast<double>(now - note.changed_ms) / 1000.0;
+      }
       servers.push_back({
           {"id", s.id},
           {"address", s.address_text},
           {"weight", s.weight},
           {"enabled", s.enabled},
+          {"drain", s.drain},
+          {"max_connections", s.max_connections},
+          {"health", health},
+          {"in_flight", t.in_flight},
           {"connections",
            {{"active", t.connections_active}, {"idle", t.connections_idle}, {"total", t.connections_total}}},
           {"requests", t.requests},
+          {"retries", t.retries},
           {"bytes_in", t.bytes_in},
           {"bytes_out", t.bytes_out},
           {"responses", classesJson(t.responses)},
           {"errors", errorsJson(t.errors)},
       });
     }
-    j["pools"].push_back({{"name", pool.name},
-                          {"lb_algorithm", config::toString(pool.config->lb_algorithm)},
-                          {"servers", servers}});
+    nlohmann::json p = {{"name", pool.name},
+                        {"lb_algorithm", config::toString(pool.config->lb_algorithm)},
+                        {"state", up > 0 ? "up" : "down"},
+                        {"servers_up", up},
+                        {"servers", servers}};
+    if (pool.config->lb_algorithm == config::LbAlgorithm::ConsistentHash) {
+      p["hash_key"] = {{"type", config::toString(pool.config->hash_key.type)}};
+      if (!pool.config->hash_key.name.empty()) p["hash_key"]["name"] = pool.config->hash_key.name;
+    }
+    std::vector<std::string> monitors;
+    for (const config::HealthMonitor* m : pool.monitors) monitors.push_back(m->name);
+    p["health_monitors"] = monitors;
+    j["pools"].push_back(std::move(p));
   }
+  j["events"] = info.events;
   return j.dump(2) + "\n";
 }
 
 std::string renderMetrics(const proxy::Snapshot& snapshot, const EngineInfo& info) {
   const config::Config& cfg = *snapshot.config;
+  uint64_t now = monotonicMs();
   Exposition e;
   e.family("ballast_info", "gauge", "Build information.");
   e.sample("ballast_info", fmt::format("version=\"{}\"", BALLAST_VERSION), 1);
@@ -183,8 +237,13 @@ std::string renderMetrics(const proxy::Snapshot& snapshot, const EngineInfo& inf
   e.sample("ballast_uptime_seconds", "", info.uptime_seconds);
   e.family("ballast_workers", "gauge", "Worker threads.");
   e.sample("ballast_workers", "", static_cast<double>(info.workers));
+  e.family("ballast_config_generation", "gauge", "Configurations applied by reloads since start.");
+  e.sample("ballast_config_generation", "", static_cast<double>(info.generation));
+  e.family("ballast_config_reloads_total", "counter", "Reload attempts, by result.");
+  e.sample("ballast_config_reloads_total", "result=\"ok\"", static_cast<double>(info.reloads_ok));
+  e.sample("ballast_config_reloads_total", "result=\"failed\"", static_cast<double>(info.reloads_failed));
 
-  std::vector<VsTotals> vs_totals;
+  std::vector<Totals> vs_totals;
   for (const auto& s : snapshot.vs_stats) vs_totals.push_back(totals(*s));
   auto vs_label = [&](size_t i) {
     return fmt::format("vs=\"{}\"", escapeLabel(cfg.virtual_services[i].name));
@@ -195,15 +254,17 @@ std::string renderMetrics(const proxy::Snapshot& snapshot, const EngineInfo& inf
       e.sample(name, vs_label(i), static_cast<double>(value(vs_totals[i])));
   };
   vs_family("ballast_vs_connections_active", "gauge", "Open client connections.",
-            [](const VsTotals& t) { return t.connections_active; });
+            [](const Totals& t) { return t.connections_active; });
   vs_family("ballast_vs_connections_total", "counter", "Client connections accepted.",
-            [](const VsTotals& t) { return t.connections_total; });
+            [](const Totals& t) { return t.connections_total; });
   vs_family("ballast_vs_requests_total", "counter", "HTTP requests received.",
-            [](const VsTotals& t) { return t.requests; });
+            [](const Totals& t) { return t.requests; });
+  vs_family("ballast_vs_retries_total", "counter", "Further attempts on another server.",
+            [](const Totals& t) { return t.retries; });
   vs_family("ballast_vs_bytes_in_total", "counter", "Bytes received from clients.",
-            [](const VsTotals& t) { return t.bytes_in; });
+            [](const Totals& t) { return t.bytes_in; });
   vs_family("ballast_vs_bytes_out_total", "counter", "Bytes sent to clients.",
-            [](const VsTotals& t) { return t.bytes_out; });
+            [](const Totals& t) { return t.bytes_out; });
   e.family("ballast_vs_responses_total", "counter", "HTTP responses sent to clients, by class.");
   for (size_t i = 0; i < vs_totals.size(); ++i)
     for (size_t k = 0; k < 5; ++k)
@@ -220,78 +281,107 @@ std::string renderMetrics(const proxy::Snapshot& snapshot, const EngineInfo& inf
   for (size_t i = 0; i < vs_totals.size(); ++i)
     e.histogram("ballast_vs_request_duration_seconds", vs_label(i), vs_totals[i].buckets,
                 vs_totals[i].sum_us);
+  e.family("ballast_access_log_lines_total", "counter", "Access log lines written, by target.");
+  e.family("ballast_access_log_dropped_total", "counter",
+           "Access log lines dropped because the writer could not keep up.");
+  std::map<std::string, const AccessLog*> logs;
+  for (const auto& log : snapshot.access_logs)
+    if (log) logs[log->target()] = log.get();
+  for (auto& [target, log] : logs) {
+    std::string label = fmt::format("target=\"{}\"", escapeLabel(target));
+    e.sample("ballast_access_log_lines_total", label, static_cast<double>(log->written()));
+    e.sample("ballast_access_log_dropped_total", label, static_cast<double>(log->dropped()));
+  }
 
   // Servers, and pools as the sum of their servers.
   struct Row {
-    std::string pool_label, server_label;
-    ServerTotals t;
+    std::string label;
+    const lb::Server* server;
+    Totals t;
   };
   std::vector<Row> rows;
-  std::vector<std::pair<std::string, ServerTotals>> pools;
+  struct PoolRow {
+    std::string label;
+    Totals t;
+    size_t up = 0;
+  };
+  std::vector<PoolRow> pools;
   for (const lb::Pool& pool : snapshot.pools) {
-    ServerTotals sum;
-    std::string pl = fmt::format("pool=\"{}\"", escapeLabel(pool.name));
+    PoolRow pr{fmt::format("pool=\"{}\"", escapeLabel(pool.name)), {}, 0};
     for (const lb::Server& s : pool.servers) {
-      ServerTotals t = totals(s.state->stats);
-      sum.connections_total += t.connections_total;
-      sum.connections_active += t.connections_active;
-      sum.connections_idle += t.connections_idle;
-      sum.requests += t.requests;
-      sum.bytes_in += t.bytes_in;
-      sum.bytes_out += t.bytes_out;
-      for (size_t k = 0; k < 5; ++k) sum.responses[k] += t.responses[k];
-      for (size_t k = 0; k < kErrorKinds; ++k) sum.errors[k] += t.errors[k];
-      rows.push_back({pl, pl + fmt::format(",server=\"{}\"", escapeLabel(s.address_text)), t});
+      Totals t = totals(s.state->stats);
+      pr.t.add(t);
+      if (std::string_view(serverState(s, now)) == "up") ++pr.up;
+      rows.push_back({pr.label + fmt::format(",server=\"{}\"", escapeLabel(s.address_text)), &s, t});
     }
-    pools.emplace_back(pl, sum);
+    pools.push_back(std::move(pr));
   }
   auto both = [&](const char* pool_name, const char* server_name, const char* type, const char* help,
                   auto value) {
     e.family(pool_name, type, help);
-    for (auto& [label, t] : pools) e.sample(pool_name, label, static_cast<double>(value(t)));
+    for (auto& p : pools) e.sample(pool_name, p.label, static_cast<double>(value(p.t)));
     e.family(server_name, type, help);
-    for (auto& r : rows) e.sample(server_name, r.server_label, static_cast<double>(value(r.t)));
+    for (auto& r : rows) e.sample(server_name, r.label, static_cast<double>(value(r.t)));
   };
+  e.family("ballast_pool_servers_up", "gauge", "Servers that take new traffic.");
+  for (auto& p : pools) e.sample("ballast_pool_servers_up", p.label, static_cast<double>(p.up));
+  e.family("ballast_server_up", "gauge",
+           "1 when the server takes new traffic (enabled, not draining, healthy, not ejected).");
+  for (auto& r : rows)
+    e.sample("ballast_server_up", r.label, std::string_view(serverState(*r.server, now)) == "up" ? 1 : 0);
+  e.family("ballast_server_healthy", "gauge", "1 when the active health monitors pass.");
+  for (auto& r : rows)
+    e.sample("ballast_server_healthy", r.label,
+             r.server->state->healthy.load(std::memory_order_relaxed) ? 1 : 0);
+  e.family("ballast_server_ejected", "gauge", "1 while outlier detection keeps the server out.");
+  for (auto& r : rows) e.sample("ballast_server_ejected", r.label, r.server->state->ejected(now) ? 1 : 0);
+  e.family("ballast_server_ejections_total", "counter", "Times outlier detection ejected the server.");
+  for (auto& r : rows) e.sample("ballast_server_ejections_total", r.label, static_cast<double>(r.t.ejections));
+  e.family("ballast_server_in_flight", "gauge", "Requests (HTTP) or connections (TCP) in flight.");
+  for (auto& r : rows) e.sample("ballast_server_in_flight", r.label, static_cast<double>(r.t.in_flight));
   both("ballast_pool_connections_active", "ballast_server_connections_active", "gauge",
        "Open connections to servers (in use or idle).",
-       [](const ServerTotals& t) { return t.connections_active; });
+       [](const Totals& t) { return t.connections_active; });
   both("ballast_pool_connections_idle", "ballast_server_connections_idle", "gauge",
-       "Idle connections kept for reuse.", [](const ServerTotals& t) { return t.connections_idle; });
+       "Idle connections kept for reuse.", [](const Totals& t) { return t.connections_idle; });
   both("ballast_pool_connections_total", "ballast_server_connections_total", "counter",
-       "Connections opened to servers.", [](const ServerTotals& t) { return t.connections_total; });
+       "Connections opened to servers.", [](const Totals& t) { return t.connections_total; });
   both("ballast_pool_requests_total", "ballast_server_requests_total", "counter",
-       "Requests (HTTP) or connections (TCP) sent to servers.",
-       [](const ServerTotals& t) { return t.requests; });
+       "Attempts (HTTP requests or TCP connections) sent to servers.",
+       [](const Totals& t) { return t.requests; });
+  both("ballast_pool_retries_total", "ballast_server_retries_total", "counter",
+       "Attempts that failed at the server and went on to another.",
+       [](const Totals& t) { return t.retries; });
   both("ballast_pool_bytes_in_total", "ballast_server_bytes_in_total", "counter",
-       "Bytes received from servers.", [](const ServerTotals& t) { return t.bytes_in; });
+       "Bytes received from servers.", [](const Totals& t) { return t.bytes_in; });
   both("ballast_pool_bytes_out_total", "ballast_server_bytes_out_total", "counter",
-       "Bytes sent to servers.", [](const ServerTotals& t) { return t.bytes_out; });
+       "Bytes sent to servers.", [](const Totals& t) { return t.bytes_out; });
   e.family("ballast_pool_responses_total", "counter", "HTTP responses from servers, by class.");
-  for (auto& [label, t] : pools)
+  for (auto& p : pools)
     for (size_t k = 0; k < 5; ++k)
-      e.sample("ballast_pool_responses_total", label + fmt::format(",class=\"{}\"", kClasses[k]),
-               static_cast<double>(t.responses[k]));
+      e.sample("ballast_pool_responses_total", p.label + fmt::format(",class=\"{}\"", kClasses[k]),
+               static_cast<double>(p.t.responses[k]));
   e.family("ballast_server_responses_total", "counter", "HTTP responses from servers, by class.");
   for (auto& r : rows)
     for (size_t k = 0; k < 5; ++k)
-      e.sample("ballast_server_responses_total", r.server_label + fmt::format(",class=\"{}\"", kClasses[k]),
+      e.sample("ballast_server_responses_total", r.label + fmt::format(",class=\"{}\"", kClasses[k]),
                static_cast<double>(r.t.responses[k]));
   e.family("ballast_pool_errors_total", "counter", "Server-side failures, by kind.");
-  for (auto& [label, t] : pools)
+  for (auto& p : pools)
     for (size_t k = 0; k < kErrorKinds; ++k)
       e.sample("ballast_pool_errors_total",
-               label + fmt::format(",kind=\"{}\"", errorKindName(static_cast<ErrorKind>(k))),
-               static_cast<double>(t.errors[k]));
+               p.label + fmt::format(",kind=\"{}\"", errorKindName(static_cast<ErrorKind>(k))),
+               static_cast<double>(p.t.errors[k]));
   e.family("ballast_server_errors_total", "counter", "Server-side failures, by kind.");
   for (auto& r : rows)
     for (size_t k = 0; k < kErrorKinds; ++k)
       e.sample("ballast_server_errors_total",
-               r.server_label + fmt::format(",kind=\"{}\"", errorKindName(static_cast<ErrorKind>(k))),
+               r.label + fmt::format(",kind=\"{}\"", errorKindName(static_cast<ErrorKind>(k))),
                static_cast<double>(r.t.errors[k]));
   e.family("ballast_server_response_duration_seconds", "histogram",
            "From the request sent to the first byte of the server's response.");
   for (auto& r : rows)
-    e.histogram("ballast_server_response_duration_seconds", r.server_label, r.t.buckets, r.t.sum_us);
+    e.histogram("ballast_server_response_duration_seconds", r.label, r.t.buckets, r.t.sum_us);
   return e.take();
 }
 

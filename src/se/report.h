@@ -3,6 +3,9 @@
 #pragma once
 
 #include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "proxy/service.h"
 
@@ -13,6 +16,12 @@ struct EngineInfo {
   const char* state = "running";  // running | draining
   size_t workers = 0;
   long pid = 0;
+  uint64_t generation = 0;        // configurations applied by reloads
+  bool reload_ok = true;          // the last reload (if any) was applied
+  std::vector<std::string> reload_errors;
+  double reload_age_seconds = -1;  // since the last reload attempt; -1 = none yet
+  uint64_t reloads_ok = 0, reloads_failed = 0;
+  nlohmann::json events = nlohmann::json::array();  // latest events
 };
 
 std::string renderStatus(const proxy::Snapshot& snapshot, const EngineInfo& info);

@@ -1,31 +1,48 @@
 // A standalone service engine: workers serving the virtual services of one configuration, the
-// admin listener, and the signals that stop it.
+// health checker, the admin listener, reloads, binary upgrades, and the signals that drive them.
 #pragma once
 
+#include <atomic>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
 #include "config/config.h"
+#include "core/access_log.h"
+#include "health/health_checker.h"
 #include "proxy/service.h"
 #include "se/admin.h"
+#include "se/event_log.h"
 #include "se/stats_registry.h"
+#include "se/takeover.h"
 #include "se/worker.h"
 
 namespace ballast::se {
 
+struct ReloadResult {
+  bool ok = false;
+  std::vector<std::string> errors;  // why it was refused (the running configuration stays)
+  std::vector<std::string> notes;   // what was applied, and settings that need a restart
+};
+
 class ServiceEngine {
  public:
-  explicit ServiceEngine(std::shared_ptr<const config::Config> config);
+  // takeover: the control socket of a running service engine whose listening sockets this one
+  // takes (binary upgrade), or "".
+  ServiceEngine(std::shared_ptr<const config::Config> config, std::string takeover = "");
   ~ServiceEngine();
 
-  // Binds every listener and the admin socket, starts the workers. false with *error set when
-  // something cannot be bound (nothing is left running then).
+  // Binds (or takes over) every listener and the admin socket, starts the workers and the health
+  // checker. false with *error set when something cannot be bound (nothing is left running).
   bool start(std::string* error);
-  // Blocks until SIGTERM or SIGINT, then drains (up to se.drain_timeout) and stops.
-  // A second signal stops at once. Returns the process exit code.
+  // Blocks until SIGTERM or SIGINT (SIGHUP reloads), then drains (up to se.drain_timeout) and
+  // stops. A second signal stops at once. Returns the process exit code.
   int runUntilSignalled();
+  // Loads the configuration file again and applies it without closing the listeners of virtual
+  // services that stay; keeps the running configuration when the new one is invalid.
+  ReloadResult reload();
   // Stop accepting, let in-flight work finish up to the drain timeout, stop.
   void shutdown();
 
@@ -33,20 +50,49 @@ class ServiceEngine {
   std::string metricsText() const;
 
  private:
+  struct Generation {
+    uint64_t number = 0;
+    bool last_ok = true;
+    std::vector<std::string> last_errors;
+    uint64_t last_attempt_ms = 0;
+    uint64_t reloads_ok = 0, reloads_failed = 0;
+  };
+
   std::shared_ptr<const proxy::Snapshot> snapshot() const;
+  // Builds a snapshot with its access logs opened; null with errors when a log cannot be opened.
+  std::shared_ptr<const proxy::Snapshot> build(std::shared_ptr<const config::Config> config,
+                                               std::vector<std::string>* errors);
+  // Sockets for the virtual services of `config` that have no listener yet, per worker. false
+  // with *error set (and nothing kept open) when one cannot be bound.
+  bool openListeners(const config::Config& config, ListenerFds* inherited,
+                     std::vector<std::vector<std::vector<int>>>* per_worker, std::string* error);
+  void startHealth();
+  ListenerFds listenerFds() const;
 
   std::shared_ptr<const config::Config> config_;
+  std::string takeover_;
   StatsRegistry stats_;
+  EventLog events_;
+  health::HealthChecker health_;
   mutable std::mutex snapshot_mutex_;
   std::shared_ptr<const proxy::Snapshot> snapshot_;
+  std::map<std::string, std::shared_ptr<AccessLog>> access_logs_;  // by target
+  std::vector<std::shared_ptr<AccessLog>> retired_logs_;            // see reload()
+  // The listening sockets, by address (the workers own them; this is for handing them over).
+  mutable std::mutex listeners_mutex_;
+  ListenerFds listen_fds_;
+  size_t block_size_ = 0;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<AdminServer> admin_;
+  std::unique_ptr<ControlServer> control_;
+  std::mutex reload_mutex_;
+  Generation generation_;
   uint64_t start_ms_ = 0;
   std::atomic<bool> draining_{false};
 };
 
 // `ballast se` entry points.
-int runServiceEngine(const std::string& config_path);
+int runServiceEngine(const std::string& config_path, const std::string& takeover);
 int checkConfig(const std::string& config_path);
 
 }  // namespace ballast::se

@@ -9,24 +9,53 @@ constexpr uint64_t kDrainCheckMs = 20;
 constexpr size_t kMaxFreeBuffers = 256;
 }  // namespace
 
-Worker::Worker(size_t index, size_t buffer_size)
+Worker::Worker(size_t index, size_t buffer_size, EventSink* events)
     : index_(index),
       buffers_(buffer_size, kMaxFreeBuffers),
       upstreams_(loop_, index),
       ctx_(loop_, buffers_, upstreams_, index),
-      drain_check_(loop_, this) {}
+      drain_check_(loop_, this) {
+  ctx_.events = events;
+}
 
 Worker::~Worker() {
   join();
   listeners_.clear();
 }
 
-void Worker::setListeners(const std::shared_ptr<const proxy::Snapshot>& snapshot,
-                          const std::vector<int>& listen_fds) {
-  for (size_t i = 0; i < listen_fds.size(); ++i) {
-    auto service = std::make_shared<proxy::Service>(snapshot, i, index_);
-    listeners_.push_back(std::make_unique<proxy::Listener>(ctx_, std::move(service), listen_fds[i]));
+std::future<void> Worker::apply(std::shared_ptr<const proxy::Snapshot> snapshot,
+                                std::vector<std::vector<int>> new_fds) {
+  auto done = std::make_shared<std::promise<void>>();
+  std::future<void> future = done->get_future();
+  if (!thread_.joinable()) {
+    applyNow(snapshot, new_fds);
+    done->set_value();
+    return future;
   }
+  loop_.post([this, snapshot = std::move(snapshot), new_fds = std::move(new_fds), done] {
+    if (!ctx_.draining) applyNow(snapshot, new_fds);
+    done->set_value();
+  });
+  return future;
+}
+
+void Worker::applyNow(const std::shared_ptr<const proxy::Snapshot>& snapshot,
+                      const std::vector<std::vector<int>>& new_fds) {
+  const auto& services = snapshot->config->virtual_services;
+  std::vector<std::unique_ptr<proxy::Listener>> kept;
+  for (size_t i = 0; i < services.size(); ++i) {
+    auto service = std::make_shared<proxy::Service>(snapshot, i, index_);
+    // Listeners of an address still served stay open: a reload never closes them.
+    for (auto& l : listeners_) {
+      if (l && l->service().config.listen == services[i].listen) {
+        l->setService(service);
+        kept.push_back(std::move(l));
+      }
+    }
+    if (i < new_fds.size())
+      for (int fd : new_fds[i]) kept.push_back(std::make_unique<proxy::Listener>(ctx_, service, fd));
+  }
+  listeners_ = std::move(kept);  // the listeners left behind close as they are destroyed
 }
 
 void Worker::start() {

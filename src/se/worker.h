@@ -2,6 +2,7 @@
 // Shares nothing with other workers but the immutable snapshot and the counters it alone writes.
 #pragma once
 
+#include <future>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -17,13 +18,15 @@ namespace ballast::se {
 
 class Worker : public TimerHandler {
  public:
-  Worker(size_t index, size_t buffer_size);
+  Worker(size_t index, size_t buffer_size, EventSink* events);
   ~Worker() override;
 
-  // Listening sockets for each virtual service of the snapshot, in its order (fds are owned by
-  // the worker from here on). Call before start().
-  void setListeners(const std::shared_ptr<const proxy::Snapshot>& snapshot,
-                    const std::vector<int>& listen_fds);
+  // Serves `snapshot`: for each of its virtual services (in order), listens on the sockets it
+  // already has for that address plus `new_fds[i]` (owned by the worker from here on); closes the
+  // listeners of addresses no longer served. Before start() it runs at once; after, it runs on the
+  // worker's thread and the future says when it is done.
+  std::future<void> apply(std::shared_ptr<const proxy::Snapshot> snapshot,
+                          std::vector<std::vector<int>> new_fds);
   void start();
   // Stop accepting; close idle connections; let the others finish. The loop stops by itself once
   // no session is left.
@@ -36,6 +39,9 @@ class Worker : public TimerHandler {
   void onTimer(int) override;
 
  private:
+  void applyNow(const std::shared_ptr<const proxy::Snapshot>& snapshot,
+                const std::vector<std::vector<int>>& new_fds);
+
   size_t index_;
   EventLoop loop_;
   BufferPool buffers_;

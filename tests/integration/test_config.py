@@ -73,8 +73,13 @@ SINGLE_ERRORS = [
     ("http key on tcp", VALID_TCP.format(vs_extra="    max_headers: 10\n", pool_extra=""),
      8, "virtual_services[0].max_headers", "only for protocol http"),
     ("redis", "store:\n  type: redis\n", 2, "store.type", "redis is not supported yet"),
-    ("least_connections", VALID_TCP.format(vs_extra="", pool_extra="    lb_algorithm: least_connections\n"),
-     10, "pools[0].lb_algorithm", "least_connections is not supported yet"),
+    ("unknown algorithm", VALID_TCP.format(vs_extra="", pool_extra="    lb_algorithm: fastest\n"),
+     10, "pools[0].lb_algorithm",
+     "expected one of: round_robin, least_connections, least_response_time, consistent_hash, "
+     "random_two_choices"),
+    ("tcp service hashing on a header", VALID_TCP.format(
+        vs_extra="", pool_extra="    lb_algorithm: consistent_hash\n    hash_key: {type: header, name: X-User}\n"),
+     7, "virtual_services[0].pool", "..."),
     ("missing listen", "virtual_services:\n  - name: a\n    protocol: tcp\n    pool: p\n"
      "pools:\n  - name: p\n    servers:\n      - address: 127.0.0.1:9001\n",
      2, "virtual_services[0].listen", "required key is missing"),

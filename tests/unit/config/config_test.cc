@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -203,6 +204,91 @@ TEST(ValuesTest, ValidatesNames) {
   }
 }
 
+TEST(ValuesTest, ValidatesTokens) {
+  for (const char* text : {"X-Client-Id", "x", "JSESSIONID", "a!#$%&'*+-.^_`|~9"}) {
+    EXPECT_TRUE(isToken(text)) << text;
+  }
+  for (const char* text : {"", "a b", "a:b", "a;b", "a=b", "(a)", "a/b", "\"a\"", "\xc3\xa9",
+                           "a\tb", "a,b", "a@b", "[a]", "{a}", "a?b", "a\\b"}) {
+    EXPECT_FALSE(isToken(text)) << text;
+  }
+}
+
+TEST(ValuesTest, ValidatesHostValues) {
+  for (const std::string& text :
+       {std::string("example.com"), std::string("health.example.com:8080"), std::string("10.0.0.1"),
+        std::string("10.0.0.1:80"), std::string("[::1]"), std::string("[::1]:8080"),
+        std::string("[2001:db8::1]"), std::string("localhost"), std::string("a_b.internal~1"),
+        std::string("h:1"), std::string("h:65535"), std::string(255, 'a')}) {
+    EXPECT_TRUE(isValidHost(text)) << text;
+  }
+  for (const char* text :
+       {"", ":80", "h:", "h:0", "h:65536", "h:8o", "h:80:81", "::1", "[::1", "[::x]", "[]",
+        "[::1]x", "[::1]:", "[10.0.0.1]", "a b", "a/b", "user@h", "h%20", "\xc3\xa9.com"}) {
+    EXPECT_FALSE(isValidHost(text)) << text;
+  }
+  EXPECT_FALSE(isValidHost(std::string(256, 'a')));
+}
+
+TEST(ValuesTest, ParsesRequestLines) {
+  struct Good {
+    const char* text;
+    const char* method;
+    const char* path;
+  };
+  for (const Good& c :
+       {Good{"GET /", "GET", "/"}, Good{"HEAD /health?deep=1", "HEAD", "/health?deep=1"},
+        Good{"OPTIONS /a/b;c=d", "OPTIONS", "/a/b;c=d"}, Good{"get /x", "get", "/x"}}) {
+    std::string method = "unset";
+    std::string path = "unset";
+    std::string error;
+    EXPECT_TRUE(parseRequestLine(c.text, &method, &path, &error)) << c.text << ": " << error;
+    EXPECT_EQ(method, c.method);
+    EXPECT_EQ(path, c.path);
+  }
+  struct Bad {
+    const char* text;
+    const char* error;
+  };
+  const char* syntax = "expected \"METHOD /path\", e.g. \"GET /health\"";
+  const char* method = "the method must be a token, e.g. GET or HEAD";
+  const char* target =
+      "the path must start with / and contain only visible ASCII characters, no "
+      "spaces or #";
+  for (const Bad& c :
+       {Bad{"", syntax}, Bad{"GET", syntax}, Bad{"GET ", syntax}, Bad{" /x", syntax},
+        Bad{"/health", syntax}, Bad{"G(T /x", method}, Bad{"G\xc3\xa9T /x", method},
+        Bad{"GET health", target}, Bad{"GET /a b", target}, Bad{"GET  /x", target},
+        Bad{"GET /health HTTP/1.1", target}, Bad{"GET /a#b", target}, Bad{"GET /\xc3\xa9", target},
+        Bad{"GET /a\tb", target}, Bad{"GET /a\x7f", target}}) {
+    std::string m = "unset";
+    std::string p = "unset";
+    std::string error;
+    EXPECT_FALSE(parseRequestLine(c.text, &m, &p, &error)) << c.text;
+    EXPECT_EQ(error, c.error) << c.text;
+    EXPECT_EQ(m, "unset");
+    EXPECT_EQ(p, "unset");
+  }
+}
+
+TEST(ValuesTest, ParsesStatusRanges) {
+  std::pair<int, int> range;
+  EXPECT_TRUE(parseStatusRange("200", &range));
+  EXPECT_EQ(range, std::make_pair(200, 200));
+  EXPECT_TRUE(parseStatusRange("100", &range));
+  EXPECT_EQ(range, std::make_pair(100, 100));
+  EXPECT_TRUE(parseStatusRange("599", &range));
+  EXPECT_EQ(range, std::make_pair(599, 599));
+  EXPECT_TRUE(parseStatusRange("2xx", &range));
+  EXPECT_EQ(range, std::make_pair(200, 299));
+  EXPECT_TRUE(parseStatusRange("5xx", &range));
+  EXPECT_EQ(range, std::make_pair(500, 599));
+  for (const char* text : {"", "99", "099", "600", "1xx", "6xx", "0xx", "2XX", "2xX", "xx", "x00",
+                           "20", "2000", "0200", "2x", "abc", "-200", "+200", " 200"}) {
+    EXPECT_FALSE(parseStatusRange(text, &range)) << text;
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Model helpers
 
@@ -218,6 +304,26 @@ TEST(ConfigTest, NamesEnumValues) {
   EXPECT_STREQ(toString(Protocol::Tcp), "tcp");
   EXPECT_STREQ(toString(Protocol::Http), "http");
   EXPECT_STREQ(toString(LbAlgorithm::RoundRobin), "round_robin");
+  EXPECT_STREQ(toString(LbAlgorithm::LeastConnections), "least_connections");
+  EXPECT_STREQ(toString(LbAlgorithm::LeastResponseTime), "least_response_time");
+  EXPECT_STREQ(toString(LbAlgorithm::RandomTwoChoices), "random_two_choices");
+  EXPECT_STREQ(toString(LbAlgorithm::ConsistentHash), "consistent_hash");
+  EXPECT_STREQ(toString(HashKeyType::ClientIp), "client_ip");
+  EXPECT_STREQ(toString(HashKeyType::Header), "header");
+  EXPECT_STREQ(toString(HashKeyType::Path), "path");
+  EXPECT_STREQ(toString(HashKeyType::Cookie), "cookie");
+  EXPECT_STREQ(toString(MonitorType::Tcp), "tcp");
+  EXPECT_STREQ(toString(MonitorType::Http), "http");
+  EXPECT_STREQ(toString(MonitorType::Https), "https");
+}
+
+TEST(ConfigTest, FindsMonitorsByName) {
+  auto config = mustLoad("health_monitors:\n  - {name: a, type: tcp}\n  - {name: b, type: http}\n");
+  ASSERT_NE(config, nullptr);
+  ASSERT_NE(config->findMonitor("b"), nullptr);
+  EXPECT_EQ(config->findMonitor("b")->type, MonitorType::Http);
+  EXPECT_EQ(config->findMonitor("a"), &config->health_monitors[0]);
+  EXPECT_EQ(config->findMonitor("c"), nullptr);
 }
 
 TEST(ConfigTest, FindsPoolsByName) {
@@ -277,6 +383,52 @@ TEST(LoadTest, AppliesEveryDefault) {
   EXPECT_EQ(pool.servers[0].address.toString(), "127.0.0.1:9001");
   EXPECT_EQ(pool.servers[0].weight, 1u);
   EXPECT_TRUE(pool.servers[0].enabled);
+
+  // Added with issue 3.
+  EXPECT_EQ(se.control_socket, "");
+  EXPECT_EQ(vs.retries, 2u);
+  EXPECT_EQ(vs.access_log, "");
+  EXPECT_FALSE(pool.servers[0].drain);
+  EXPECT_EQ(pool.servers[0].max_connections, 0u);
+  EXPECT_EQ(pool.hash_key.type, HashKeyType::ClientIp);
+  EXPECT_EQ(pool.hash_key.name, "");
+  EXPECT_TRUE(pool.health_monitors.empty());
+  const OutlierDetection& od = pool.outlier_detection;
+  EXPECT_TRUE(od.enabled);
+  EXPECT_EQ(od.consecutive_5xx, 5u);
+  EXPECT_EQ(od.consecutive_gateway_failure, 5u);
+  EXPECT_EQ(od.base_ejection_time, seconds(30));
+  EXPECT_EQ(od.max_ejection_time, seconds(300));
+  EXPECT_EQ(od.max_ejection_percent, 10u);
+  EXPECT_EQ(od.panic_threshold, 50u);
+  EXPECT_TRUE(config->health_monitors.empty());
+}
+
+TEST(LoadTest, AppliesEveryHealthMonitorDefault) {
+  auto config = mustLoad(
+      "health_monitors:\n  - name: t\n    type: tcp\n"
+      "  - {name: h, type: http}\n  - {name: s, type: https}\n");
+  ASSERT_NE(config, nullptr);
+  ASSERT_EQ(config->health_monitors.size(), 3u);
+  const HealthMonitor& t = config->health_monitors[0];
+  EXPECT_EQ(t.name, "t");
+  EXPECT_EQ(t.type, MonitorType::Tcp);
+  EXPECT_EQ(t.line, 2);
+  for (const HealthMonitor& m : config->health_monitors) {
+    EXPECT_EQ(m.interval, seconds(5)) << m.name;
+    EXPECT_EQ(m.timeout, seconds(2)) << m.name;
+    EXPECT_EQ(m.rise, 2u) << m.name;
+    EXPECT_EQ(m.fall, 3u) << m.name;
+    EXPECT_EQ(m.method, "GET") << m.name;
+    EXPECT_EQ(m.path, "/") << m.name;
+    EXPECT_EQ(m.host, "") << m.name;
+    EXPECT_THAT(m.expect, ElementsAre(std::make_pair(200, 299))) << m.name;
+    EXPECT_EQ(m.body, "") << m.name;
+    EXPECT_EQ(m.port, 0) << m.name;
+  }
+  EXPECT_EQ(config->health_monitors[1].type, MonitorType::Http);
+  EXPECT_EQ(config->health_monitors[1].line, 4);
+  EXPECT_EQ(config->health_monitors[2].type, MonitorType::Https);
 }
 
 TEST(LoadTest, EmptySectionsAreValid) {
@@ -399,6 +551,219 @@ pools:
   EXPECT_EQ(config->pools[0].line, 4);
 }
 
+TEST(LoadTest, ReadsEveryKeyAddedForLoadBalancingAndHealth) {
+  const std::string tmp = ::testing::TempDir();  // ends with "/"
+  auto config = mustLoad("se:\n  control_socket: " + tmp + "ballast-test.sock\n" + doc(R"(
+health_monitors:
+  - name: tcp-check
+    type: tcp
+    interval: 100ms
+    timeout: 100ms
+    rise: 1
+    fall: 100
+    port: 65535
+  - name: http-ok
+    type: http
+    interval: 1h
+    timeout: 1h
+    rise: 100
+    fall: 1
+    request: "HEAD /health?deep=1"
+    host: health.example.com:8080
+    expect: [200, 204, 3xx, "404"]
+    body: '"status":"ok"'
+    port: 1
+  - {name: tls, type: https, request: "GET /", host: "[::1]", expect: [5xx, 2xx]}
+pools:
+  - name: api
+    lb_algorithm: consistent_hash
+    hash_key: {type: header, name: X-Client-Id}
+    servers:
+      - address: 127.0.0.1:9001
+        drain: true
+        max_connections: 1000000
+      - {address: 127.0.0.1:9002, drain: false, max_connections: 0}
+    health_monitors: [http-ok, tcp-check]
+    outlier_detection:
+      enabled: false
+      consecutive_5xx: 0
+      consecutive_gateway_failure: 1000
+      base_ejection_time: 1ms
+      max_ejection_time: 1ms
+      max_ejection_percent: 100
+      panic_threshold: 0
+  - name: sticky
+    lb_algorithm: consistent_hash
+    hash_key: {type: cookie, name: JSESSIONID}
+    servers: [{address: 127.0.0.1:9003}]
+    health_monitors: []
+  - name: by-path
+    lb_algorithm: consistent_hash
+    hash_key: {type: path}
+    servers: [{address: 127.0.0.1:9004}]
+    health_monitors:
+  - name: by-ip
+    lb_algorithm: consistent_hash
+    hash_key: {type: client_ip}
+    servers: [{address: 127.0.0.1:9005}]
+    outlier_detection: {max_ejection_time: 24h, panic_threshold: 100}
+virtual_services:
+  - name: web
+    listen: 127.0.0.1:8080
+    protocol: http
+    pool: api
+    retries: 0
+    access_log: stdout
+  - name: raw
+    listen: 127.0.0.1:8081
+    protocol: tcp
+    pool: by-ip
+    retries: 10
+)") +
+                         "    access_log: " + tmp + "ballast-access.log\n");
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->se.control_socket, tmp + "ballast-test.sock");
+
+  ASSERT_EQ(config->health_monitors.size(), 3u);
+  const HealthMonitor& tcp = config->health_monitors[0];
+  EXPECT_EQ(tcp.line, 4);
+  EXPECT_EQ(tcp.type, MonitorType::Tcp);
+  EXPECT_EQ(tcp.interval, milliseconds(100));
+  EXPECT_EQ(tcp.timeout, milliseconds(100));
+  EXPECT_EQ(tcp.rise, 1u);
+  EXPECT_EQ(tcp.fall, 100u);
+  EXPECT_EQ(tcp.port, 65535);
+  const HealthMonitor& http = config->health_monitors[1];
+  EXPECT_EQ(http.type, MonitorType::Http);
+  EXPECT_EQ(http.interval, hours(1));
+  EXPECT_EQ(http.timeout, hours(1));
+  EXPECT_EQ(http.rise, 100u);
+  EXPECT_EQ(http.fall, 1u);
+  EXPECT_EQ(http.method, "HEAD");
+  EXPECT_EQ(http.path, "/health?deep=1");
+  EXPECT_EQ(http.host, "health.example.com:8080");
+  EXPECT_THAT(http.expect, ElementsAre(std::make_pair(200, 200), std::make_pair(204, 204),
+                                       std::make_pair(300, 399), std::make_pair(404, 404)));
+  EXPECT_EQ(http.body, "\"status\":\"ok\"");
+  EXPECT_EQ(http.port, 1);
+  const HealthMonitor& tls = config->health_monitors[2];
+  EXPECT_EQ(tls.type, MonitorType::Https);
+  EXPECT_EQ(tls.host, "[::1]");
+  EXPECT_THAT(tls.expect, ElementsAre(std::make_pair(500, 599), std::make_pair(200, 299)));
+
+  ASSERT_EQ(config->pools.size(), 4u);
+  const Pool& api = config->pools[0];
+  EXPECT_EQ(api.lb_algorithm, LbAlgorithm::ConsistentHash);
+  EXPECT_EQ(api.hash_key.type, HashKeyType::Header);
+  EXPECT_EQ(api.hash_key.name, "X-Client-Id");
+  EXPECT_TRUE(api.servers[0].drain);
+  EXPECT_EQ(api.servers[0].max_connections, 1000000u);
+  EXPECT_FALSE(api.servers[1].drain);
+  EXPECT_EQ(api.servers[1].max_connections, 0u);
+  EXPECT_THAT(api.health_monitors, ElementsAre("http-ok", "tcp-check"));
+  const OutlierDetection& od = api.outlier_detection;
+  EXPECT_FALSE(od.enabled);
+  EXPECT_EQ(od.consecutive_5xx, 0u);
+  EXPECT_EQ(od.consecutive_gateway_failure, 1000u);
+  EXPECT_EQ(od.base_ejection_time, milliseconds(1));
+  EXPECT_EQ(od.max_ejection_time, milliseconds(1));
+  EXPECT_EQ(od.max_ejection_percent, 100u);
+  EXPECT_EQ(od.panic_threshold, 0u);
+  EXPECT_EQ(config->pools[1].hash_key.type, HashKeyType::Cookie);
+  EXPECT_EQ(config->pools[1].hash_key.name, "JSESSIONID");
+  EXPECT_TRUE(config->pools[1].health_monitors.empty());
+  EXPECT_EQ(config->pools[2].hash_key.type, HashKeyType::Path);
+  EXPECT_EQ(config->pools[2].hash_key.name, "");
+  EXPECT_TRUE(config->pools[2].health_monitors.empty());
+  EXPECT_EQ(config->pools[3].hash_key.type, HashKeyType::ClientIp);
+  EXPECT_EQ(config->pools[3].outlier_detection.base_ejection_time, seconds(30));
+  EXPECT_EQ(config->pools[3].outlier_detection.max_ejection_time, hours(24));
+  EXPECT_EQ(config->pools[3].outlier_detection.panic_threshold, 100u);
+  EXPECT_TRUE(config->pools[3].outlier_detection.enabled);
+
+  ASSERT_EQ(config->virtual_services.size(), 2u);
+  EXPECT_EQ(config->virtual_services[0].retries, 0u);
+  EXPECT_EQ(config->virtual_services[0].access_log, "stdout");
+  EXPECT_EQ(config->virtual_services[1].retries, 10u);
+  EXPECT_EQ(config->virtual_services[1].access_log, tmp + "ballast-access.log");
+}
+
+TEST(LoadTest, AcceptsEveryAlgorithm) {
+  struct Case {
+    const char* text;
+    LbAlgorithm expected;
+  };
+  for (const Case& c : {Case{"round_robin", LbAlgorithm::RoundRobin},
+                        Case{"least_connections", LbAlgorithm::LeastConnections},
+                        Case{"least_response_time", LbAlgorithm::LeastResponseTime},
+                        Case{"random_two_choices", LbAlgorithm::RandomTwoChoices},
+                        Case{"consistent_hash", LbAlgorithm::ConsistentHash}}) {
+    auto config = mustLoad(withVs(kTcpVs, std::string("lb_algorithm: ") + c.text));
+    ASSERT_NE(config, nullptr) << c.text;
+    EXPECT_EQ(config->pools[0].lb_algorithm, c.expected) << c.text;
+    EXPECT_STREQ(toString(config->pools[0].lb_algorithm), c.text);
+    // consistent_hash without hash_key hashes the client address, which tcp services have.
+    EXPECT_EQ(config->pools[0].hash_key.type, HashKeyType::ClientIp) << c.text;
+  }
+}
+
+// The line of DESIGN.md's configuration sketch, with a pool that names it before it is defined.
+TEST(LoadTest, DesignHealthMonitorLoads) {
+  auto config = mustLoad(doc(R"(
+pools:
+  - name: web-pool
+    lb_algorithm: round_robin
+    servers:
+      - { address: 127.0.0.1:9001, weight: 1 }
+    health_monitors: [http-ok]
+health_monitors:
+  - { name: http-ok, type: http, interval: 2s, timeout: 1s, rise: 2, fall: 3, request: "GET /health", expect: [200] }
+)"));
+  ASSERT_NE(config, nullptr);
+  EXPECT_THAT(config->pools[0].health_monitors, ElementsAre("http-ok"));
+  const HealthMonitor* m = config->findMonitor("http-ok");
+  ASSERT_NE(m, nullptr);
+  EXPECT_EQ(m->line, 8);
+  EXPECT_EQ(m->type, MonitorType::Http);
+  EXPECT_EQ(m->interval, seconds(2));
+  EXPECT_EQ(m->timeout, seconds(1));
+  EXPECT_EQ(m->rise, 2u);
+  EXPECT_EQ(m->fall, 3u);
+  EXPECT_EQ(m->method, "GET");
+  EXPECT_EQ(m->path, "/health");
+  EXPECT_THAT(m->expect, ElementsAre(std::make_pair(200, 200)));
+}
+
+// Defaults that follow another key so that a file setting only that key stays valid.
+TEST(LoadTest, DerivedDefaults) {
+  // timeout: 2s, or the interval when that is shorter.
+  auto config = mustLoad(
+      "health_monitors:\n  - {name: a, type: tcp, interval: 500ms}\n"
+      "  - {name: b, type: tcp, interval: 1m}\n"
+      "  - {name: c, type: tcp, interval: 2s}\n");
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->health_monitors[0].timeout, milliseconds(500));
+  EXPECT_EQ(config->health_monitors[1].timeout, seconds(2));
+  EXPECT_EQ(config->health_monitors[2].timeout, seconds(2));
+  // max_ejection_time: 300s, or base_ejection_time when that is longer (as Envoy).
+  config = mustLoad(withPool(kPoolBase + "outlier_detection: {base_ejection_time: 10m}"));
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->pools[0].outlier_detection.max_ejection_time, minutes(10));
+  config = mustLoad(withPool(kPoolBase + "outlier_detection: {base_ejection_time: 1s}"));
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->pools[0].outlier_detection.max_ejection_time, seconds(300));
+}
+
+TEST(LoadTest, HashKeysOnHttpServicesAndClientIpOnTcp) {
+  for (const char* key : {"{type: header, name: X-User}", "{type: path}",
+                          "{type: cookie, name: sid}", "{type: client_ip}"}) {
+    std::string pool = std::string("lb_algorithm: consistent_hash\nhash_key: ") + key;
+    EXPECT_NE(mustLoad(withVs(kHttpVs, pool)), nullptr) << key;
+  }
+  EXPECT_NE(mustLoad(withVs(kTcpVs, "lb_algorithm: consistent_hash\nhash_key: {type: client_ip}")),
+            nullptr);
+}
+
 TEST(LoadTest, SameNameForAVirtualServiceAndAPoolIsFine) {
   EXPECT_NE(mustLoad(withVs("name: p\nlisten: 127.0.0.1:8080\nprotocol: tcp\npool: p\n")), nullptr);
 }
@@ -447,14 +812,14 @@ virtual_services:
       idle: 0s
 pools:
   - name: demo
-    lb_algorithm: least_connections
+    lb_algorithm: fastest
     servers:
       - address: 127.0.0.1:9001
         weight: 0
       - address: 127.0.0.1:9001
   - name: empty
     servers: []
-health_monitors: []
+health_monitors: [{name: hc, type: ping}]
 )")),
       ElementsAre("test.yaml:2: se.workers: expected an integer from 1 to 256",
                   "test.yaml:3: se.admin: expected an IP address, e.g. 0.0.0.0:8080",
@@ -465,7 +830,7 @@ health_monitors: []
                   "test.yaml:12: virtual_services[0].pool: no pool named \"missing\"",
                   "test.yaml:13: virtual_services[0].colour: unknown key (expected one of: name, "
                   "listen, protocol, pool, max_connections, max_header_size, max_headers, "
-                  "x_forwarded_for, timeouts)",
+                  "x_forwarded_for, timeouts, retries, access_log)",
                   "test.yaml:14: virtual_services[1].name: virtual service \"web\" is already "
                   "defined on line 9",
                   "test.yaml:15: virtual_services[1].listen: 127.0.0.1:8080 is already used by "
@@ -473,12 +838,13 @@ health_monitors: []
                   "test.yaml:18: virtual_services[1].max_headers: only for protocol http",
                   "test.yaml:20: virtual_services[1].timeouts.idle: expected a duration greater "
                   "than 0 and at most 24h",
-                  "test.yaml:23: pools[0].lb_algorithm: least_connections is not supported yet",
+                  "test.yaml:23: pools[0].lb_algorithm: expected one of: round_robin, "
+                  "least_connections, least_response_time, consistent_hash, random_two_choices",
                   "test.yaml:26: pools[0].servers[0].weight: expected an integer from 1 to 256",
                   "test.yaml:27: pools[0].servers[1].address: duplicate address 127.0.0.1:9001 "
                   "(same as servers[0])",
                   "test.yaml:29: pools[1].servers: at least one server is required",
-                  "test.yaml:30: health_monitors: not supported yet"));
+                  "test.yaml:30: health_monitors[0].type: expected one of: tcp, http, https"));
 }
 
 TEST(ErrorTest, MissingRequiredKeysPointAtTheirMap) {
@@ -530,32 +896,34 @@ se: {}
   // A repeated unknown or unsupported key is reported at each place.
   EXPECT_THAT(errorsOf("colour: 1\ncolour: 2\n"),
               ElementsAre("test.yaml:1: colour: unknown key (expected one of: se, store, "
-                          "virtual_services, pools)",
+                          "virtual_services, pools, health_monitors)",
                           "test.yaml:2: colour: duplicate key (first on line 1)"));
 }
 
 TEST(ErrorTest, UnknownKeysListTheKnownOnes) {
   EXPECT_THAT(errorsOf("servers: []\n"),
               ElementsAre("test.yaml:1: servers: unknown key (expected one of: se, store, "
-                          "virtual_services, pools)"));
+                          "virtual_services, pools, health_monitors)"));
   EXPECT_EQ(onlyError("se: {threads: 4}"),
             "se.threads: unknown key (expected one of: workers, admin, drain_timeout, "
-            "buffer_size)");
+            "buffer_size, control_socket)");
   EXPECT_EQ(onlyError("store: {kind: memory}"), "store.kind: unknown key (expected one of: type)");
   EXPECT_EQ(onlyError(withVs(kHttpVs + "timeouts: {read: 1s}")),
             "virtual_services[0].timeouts.read: unknown key (expected one of: client_header, "
             "idle, client, connect, server)");
   EXPECT_EQ(onlyError(withPool(kPoolBase + "algorithm: round_robin")),
-            "pools[0].algorithm: unknown key (expected one of: name, lb_algorithm, servers, "
-            "connection_pool)");
+            "pools[0].algorithm: unknown key (expected one of: name, lb_algorithm, hash_key, "
+            "servers, connection_pool, health_monitors, outlier_detection)");
   EXPECT_EQ(onlyError(withPool("name: p\nservers: [{address: 127.0.0.1:1, port: 2}]")),
-            "pools[0].servers[0].port: unknown key (expected one of: address, weight, enabled)");
+            "pools[0].servers[0].port: unknown key (expected one of: address, weight, enabled, "
+            "drain, max_connections)");
   EXPECT_EQ(onlyError(withPool(kPoolBase + "connection_pool: {max_idle: 1}")),
             "pools[0].connection_pool.max_idle: unknown key (expected one of: "
             "max_idle_per_server, idle_timeout)");
   // Keys are case-sensitive.
   EXPECT_EQ(onlyError("SE: {}"),
-            "SE: unknown key (expected one of: se, store, virtual_services, pools)");
+            "SE: unknown key (expected one of: se, store, virtual_services, pools, "
+            "health_monitors)");
 }
 
 TEST(ErrorTest, NonStringKeys) {
@@ -590,10 +958,10 @@ TEST(ErrorTest, EmptyOrNonMapDocuments) {
   }
   EXPECT_THAT(errorsOf("- se\n- pools\n"),
               ElementsAre("test.yaml:1: expected a map at the top level (keys: se, store, "
-                          "virtual_services, pools)"));
+                          "virtual_services, pools, health_monitors)"));
   EXPECT_THAT(errorsOf("\n\nhello\n"),
               ElementsAre("test.yaml:3: expected a map at the top level (keys: se, store, "
-                          "virtual_services, pools)"));
+                          "virtual_services, pools, health_monitors)"));
   EXPECT_THAT(errorsOf("se: {}\n---\nse: {}\n"),
               ElementsAre("test.yaml:2: expected a single YAML document"));
   // The first document is still checked.
@@ -622,15 +990,11 @@ TEST(ErrorTest, NotSupportedYet) {
 store:
   type: redis
   redis: {address: 127.0.0.1:6379}
-health_monitors:
-  - {name: http-ok, type: http}
 )")),
               ElementsAre("test.yaml:2: store.type: redis is not supported yet",
-                          "test.yaml:3: store.redis: not supported yet",
-                          "test.yaml:4: health_monitors: not supported yet"));
-  EXPECT_THAT(errorsOf(withVs(kHttpVs + "persistence: {type: client_ip}", "health_monitors: [a]")),
-              ElementsAre("test.yaml:5: pools[0].health_monitors: not supported yet",
-                          "test.yaml:11: virtual_services[0].persistence: not supported yet"));
+                          "test.yaml:3: store.redis: not supported yet"));
+  EXPECT_THAT(errorsOf(withVs(kHttpVs + "persistence: {type: client_ip}")),
+              ElementsAre("test.yaml:10: virtual_services[0].persistence: not supported yet"));
   EXPECT_THAT(errorsOf(withVs("name: v\nlisten: 127.0.0.1:443\nprotocol: https\npool: p\n")),
               ElementsAre("test.yaml:8: virtual_services[0].protocol: https is not supported yet"));
 }
@@ -855,15 +1219,9 @@ TEST(RuleTest, Pools) {
   expectRules({
       {withPool("name: web pool\nservers: [{address: 127.0.0.1:9001}]"), name_rule},
       {withPool("name: {a: 1}\nservers: [{address: 127.0.0.1:9001}]"), name_rule},
-      {withPool(servers + "lb_algorithm: least_connections"),
-       "pools[0].lb_algorithm: least_connections is not supported yet"},
-      {withPool(servers + "lb_algorithm: least_response_time"),
-       "pools[0].lb_algorithm: least_response_time is not supported yet"},
-      {withPool(servers + "lb_algorithm: consistent_hash"),
-       "pools[0].lb_algorithm: consistent_hash is not supported yet"},
-      {withPool(servers + "lb_algorithm: random_two_choices"),
-       "pools[0].lb_algorithm: random_two_choices is not supported yet"},
       {withPool(servers + "lb_algorithm: roundrobin"), lb_other},
+      {withPool(servers + "lb_algorithm: Least_Connections"), lb_other},
+      {withPool(servers + "lb_algorithm: maglev"), lb_other},
       {withPool(servers + "lb_algorithm: [round_robin]"),
        "pools[0].lb_algorithm: expected a string"},
       {withPool("name: p"), "pools[0].servers: at least one server is required"},
@@ -881,8 +1239,6 @@ TEST(RuleTest, Pools) {
        "pools[0].connection_pool.idle_timeout: expected a duration with a unit, e.g. 300ms, 2s, "
        "5m"},
       {withPool(servers + "connection_pool: [1]"), "pools[0].connection_pool: expected a map"},
-      {withPool(servers + "health_monitors: [http-ok]"),
-       "pools[0].health_monitors: not supported yet"},
   });
   auto config = mustLoad(withPool(servers + "connection_pool: {max_idle_per_server: 100000, "
                                             "idle_timeout: 24h}"));
@@ -944,6 +1300,387 @@ pools:
                           localhost->toString() + " (same as servers[0])"));
 }
 
+TEST(RuleTest, ServerDrainAndLimits) {
+  const std::string p = "pools[0].servers[0].";
+  expectRules({
+      {withPool("name: p\nservers: [{address: 127.0.0.1:1, drain: yes}]"),
+       p + "drain: expected true or false"},
+      {withPool("name: p\nservers: [{address: 127.0.0.1:1, drain: }]"),
+       p + "drain: expected true or false"},
+      {withPool("name: p\nservers: [{address: 127.0.0.1:1, max_connections: 1000001}]"),
+       p + "max_connections: expected an integer from 0 to 1000000"},
+      {withPool("name: p\nservers: [{address: 127.0.0.1:1, max_connections: -1}]"),
+       p + "max_connections: expected an integer from 0 to 1000000"},
+      {withPool("name: p\nservers: [{address: 127.0.0.1:1, max_connections: unlimited}]"),
+       p + "max_connections: expected an integer from 0 to 1000000"},
+  });
+  // A server may be both disabled and draining.
+  auto config =
+      mustLoad(withPool("name: p\nservers: [{address: 127.0.0.1:1, enabled: false, drain: true}]"));
+  ASSERT_NE(config, nullptr);
+  EXPECT_FALSE(config->pools[0].servers[0].enabled);
+  EXPECT_TRUE(config->pools[0].servers[0].drain);
+}
+
+TEST(RuleTest, HashKey) {
+  const std::string servers = "name: p\nservers: [{address: 127.0.0.1:9001}]\n";
+  const std::string ch = servers + "lb_algorithm: consistent_hash\n";
+  const std::string p = "pools[0].hash_key";
+  const std::string header_name =
+      p + ".name: expected a header field name (a token of A-Z a-z 0-9 !#$%&'*+-.^_`|~)";
+  const std::string cookie_name =
+      p + ".name: expected a cookie name (a token of A-Z a-z 0-9 !#$%&'*+-.^_`|~)";
+  expectRules({
+      {withPool(servers + "hash_key: {type: client_ip}"),
+       p + ": only for lb_algorithm consistent_hash"},
+      {withPool(servers + "lb_algorithm: least_connections\nhash_key: {type: path}"),
+       p + ": only for lb_algorithm consistent_hash"},
+      {withPool(ch + "hash_key: {type: url}"),
+       p + ".type: expected one of: client_ip, header, path, cookie"},
+      {withPool(ch + "hash_key: {type: Header, name: X}"),
+       p + ".type: expected one of: client_ip, header, path, cookie"},
+      {withPool(ch + "hash_key: {type: [header]}"), p + ".type: expected a string"},
+      {withPool(ch + "hash_key: {name: X}"), p + ".type: required key is missing"},
+      {withPool(ch + "hash_key: {}"), p + ".type: required key is missing"},
+      {withPool(ch + "hash_key:"), p + ".type: required key is missing"},
+      {withPool(ch + "hash_key: client_ip"), p + ": expected a map"},
+      {withPool(ch + "hash_key: {type: header}"), p + ".name: required key is missing"},
+      {withPool(ch + "hash_key: {type: cookie}"), p + ".name: required key is missing"},
+      {withPool(ch + "hash_key: {type: header, name: \"X Client\"}"), header_name},
+      {withPool(ch + "hash_key: {type: header, name: \"X-Client:\"}"), header_name},
+      {withPool(ch + "hash_key: {type: header, name: \"\"}"), header_name},
+      {withPool(ch + "hash_key: {type: header, name: [X]}"), header_name},
+      {withPool(ch + "hash_key: {type: cookie, name: \"a=b\"}"), cookie_name},
+      {withPool(ch + "hash_key: {type: cookie, name: \"a;b\"}"), cookie_name},
+      {withPool(ch + "hash_key: {type: client_ip, name: X}"),
+       p + ".name: only for type header or cookie"},
+      {withPool(ch + "hash_key: {type: path, name: X}"),
+       p + ".name: only for type header or cookie"},
+      {withPool(ch + "hash_key: {type: header, name: X, header: Y}"),
+       p + ".header: unknown key (expected one of: type, name)"},
+      // With an invalid algorithm or type, the rest is checked as if it were valid.
+      {withPool(servers + "lb_algorithm: hash\nhash_key: {type: header, name: X}"),
+       "pools[0].lb_algorithm: expected one of: round_robin, least_connections, "
+       "least_response_time, consistent_hash, random_two_choices"},
+      {withPool(ch + "hash_key: {type: ip, name: X-Client}"),
+       p + ".type: expected one of: client_ip, header, path, cookie"},
+  });
+  EXPECT_THAT(
+      errorsOf(withPool(ch + "hash_key: {type: ip, name: \"a b\"}")),
+      ElementsAre("test.yaml:5: " + p + ".type: expected one of: client_ip, header, path, cookie",
+                  "test.yaml:5: " + header_name));
+  // Header and cookie names are kept as written (header names match case-insensitively).
+  auto config = mustLoad(withPool(ch + "hash_key: {type: header, name: \"x-USER_id!\"}"));
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->pools[0].hash_key.name, "x-USER_id!");
+}
+
+TEST(ErrorTest, TcpServiceOnAPoolThatHashesOnHttp) {
+  const std::string ch = "lb_algorithm: consistent_hash\nhash_key: ";
+  EXPECT_THAT(errorsOf(withVs(kTcpVs, ch + "{type: header, name: X-Client}")),
+              ElementsAre("test.yaml:11: virtual_services[0].pool: pool \"p\" hashes on a "
+                          "header, which a tcp virtual service does not have"));
+  EXPECT_EQ(onlyError(withVs(kTcpVs, ch + "{type: path}")),
+            "virtual_services[0].pool: pool \"p\" hashes on the URI path, which a tcp virtual "
+            "service does not have");
+  EXPECT_EQ(onlyError(withVs(kTcpVs, ch + "{type: cookie, name: sid}")),
+            "virtual_services[0].pool: pool \"p\" hashes on a cookie, which a tcp virtual "
+            "service does not have");
+  // Only the tcp service of two sharing the pool; the pool may come after the services.
+  EXPECT_THAT(errorsOf(doc(R"(
+virtual_services:
+  - {name: web, listen: 127.0.0.1:8080, protocol: http, pool: p}
+  - {name: raw, listen: 127.0.0.1:8081, protocol: tcp, pool: p}
+pools:
+  - name: p
+    lb_algorithm: consistent_hash
+    hash_key: {type: header, name: X-Client}
+    servers: [{address: 127.0.0.1:9001}]
+)")),
+              ElementsAre("test.yaml:3: virtual_services[1].pool: pool \"p\" hashes on a "
+                          "header, which a tcp virtual service does not have"));
+}
+
+TEST(RuleTest, PoolHealthMonitors) {
+  const std::string monitors =
+      "health_monitors:\n  - {name: a, type: tcp}\n"
+      "  - {name: b, type: http}\n";
+  const std::string servers = "name: p\nservers: [{address: 127.0.0.1:9001}]\n";
+  const std::string p = "pools[0].health_monitors";
+  expectRules({
+      {monitors + withPool(servers + "health_monitors: [a, c]"),
+       p + "[1]: no health monitor named \"c\""},
+      {withPool(servers + "health_monitors: [a]"), p + "[0]: no health monitor named \"a\""},
+      {monitors + withPool(servers + "health_monitors: [A]"),
+       p + "[0]: no health monitor named \"A\""},
+      {monitors + withPool(servers + "health_monitors: [a, b, a]"),
+       p + "[2]: duplicate health monitor \"a\" (same as health_monitors[0])"},
+      {monitors + withPool(servers + "health_monitors: [[a]]"), p + "[0]: expected a string"},
+      {monitors + withPool(servers + "health_monitors: [{name: a}]"), p + "[0]: expected a string"},
+      {monitors + withPool(servers + "health_monitors: a"), p + ": expected a list"},
+      {monitors + withPool(servers + "health_monitors: {a: 1}"), p + ": expected a list"},
+  });
+  // A name that is both unknown and repeated is reported once as each.
+  EXPECT_THAT(errorsOf(monitors + withPool(servers + "health_monitors: [c, b, c]")),
+              ElementsAre("test.yaml:7: " + p + "[0]: no health monitor named \"c\"",
+                          "test.yaml:7: " + p +
+                              "[2]: duplicate health monitor \"c\" (same as health_monitors[0])"));
+  // A monitor with errors of its own still counts as defined: one error, not two.
+  EXPECT_EQ(onlyError("health_monitors:\n  - {name: a, type: ping}\n" +
+                      withPool(servers + "health_monitors: [a]")),
+            "health_monitors[0].type: expected one of: tcp, http, https");
+  EXPECT_THAT(errorsOf(monitors + withPool(servers + "health_monitors:\n  - b\n  - x\n  - b\n")),
+              ElementsAre("test.yaml:9: pools[0].health_monitors[1]: no health monitor named "
+                          "\"x\"",
+                          "test.yaml:10: pools[0].health_monitors[2]: duplicate health monitor "
+                          "\"b\" (same as health_monitors[0])"));
+  // Pools may share monitors.
+  auto config = mustLoad(monitors + withPool(servers + "health_monitors: [b, a]") +
+                         "  - name: q\n    servers: [{address: 127.0.0.1:9002}]\n"
+                         "    health_monitors: [a]\n");
+  ASSERT_NE(config, nullptr);
+  EXPECT_THAT(config->pools[0].health_monitors, ElementsAre("b", "a"));
+  EXPECT_THAT(config->pools[1].health_monitors, ElementsAre("a"));
+}
+
+TEST(RuleTest, OutlierDetection) {
+  const std::string p = "pools[0].outlier_detection";
+  auto od = [](const std::string& fields) {
+    return withPool(kPoolBase + "outlier_detection: {" + fields + "}");
+  };
+  const std::string range = ": expected a duration greater than 0 and at most 24h";
+  expectRules({
+      {od("enabled: 1"), p + ".enabled: expected true or false"},
+      {od("consecutive_5xx: 1001"), p + ".consecutive_5xx: expected an integer from 0 to 1000"},
+      {od("consecutive_5xx: -1"), p + ".consecutive_5xx: expected an integer from 0 to 1000"},
+      {od("consecutive_gateway_failure: 1001"),
+       p + ".consecutive_gateway_failure: expected an integer from 0 to 1000"},
+      {od("base_ejection_time: 0s"), p + ".base_ejection_time" + range},
+      {od("base_ejection_time: 25h"), p + ".base_ejection_time" + range},
+      {od("base_ejection_time: 30"),
+       p + ".base_ejection_time: expected a duration with a unit, e.g. 300ms, 2s, 5m"},
+      {od("max_ejection_time: 0s"),
+       p + ".max_ejection_time: expected a duration from base_ejection_time (30s) to 24h"},
+      {od("max_ejection_time: 10s"),
+       p + ".max_ejection_time: expected a duration from base_ejection_time (30s) to 24h"},
+      {od("max_ejection_time: 25h"),
+       p + ".max_ejection_time: expected a duration from base_ejection_time (30s) to 24h"},
+      {od("base_ejection_time: 1m, max_ejection_time: 59s"),
+       p + ".max_ejection_time: expected a duration from base_ejection_time (1m) to 24h"},
+      // An invalid base is not compared with.
+      {od("base_ejection_time: 0s, max_ejection_time: 1s"), p + ".base_ejection_time" + range},
+      {od("max_ejection_percent: 101"),
+       p + ".max_ejection_percent: expected an integer from 0 to 100"},
+      {od("panic_threshold: 101"), p + ".panic_threshold: expected an integer from 0 to 100"},
+      {od("panic_threshold: 50%"), p + ".panic_threshold: expected an integer from 0 to 100"},
+      {od("interval: 10s"),
+       p + ".interval: unknown key (expected one of: enabled, consecutive_5xx, "
+           "consecutive_gateway_failure, base_ejection_time, max_ejection_time, "
+           "max_ejection_percent, panic_threshold)"},
+      {withPool(kPoolBase + "outlier_detection: true"), p + ": expected a map"},
+  });
+  EXPECT_THAT(errorsOf(od("base_ejection_time: x, max_ejection_time: 0s")),
+              ElementsAre("test.yaml:5: " + p +
+                              ".base_ejection_time: expected a duration with a unit, e.g. 300ms, "
+                              "2s, 5m",
+                          "test.yaml:5: " + p + ".max_ejection_time" + range));
+  auto config = mustLoad(od("base_ejection_time: 24h, max_ejection_time: 24h"));
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->pools[0].outlier_detection.max_ejection_time, hours(24));
+  config = mustLoad(withPool(kPoolBase + "outlier_detection:\n"));
+  ASSERT_NE(config, nullptr);
+  EXPECT_TRUE(config->pools[0].outlier_detection.enabled);
+}
+
+// One health monitor with `fields` (and no pools).
+std::string withMonitor(const std::string& fields) {
+  return "health_monitors:\n  - " + indent(fields, 4).substr(4);
+}
+
+TEST(RuleTest, HealthMonitors) {
+  const std::string m = "health_monitors[0].";
+  const std::string name_rule =
+      m + "name: expected a name of 1-64 characters from A-Z a-z 0-9 _ . -";
+  const std::string interval = m + "interval: expected a duration from 100ms to 1h";
+  const std::string status = ": expected a status code from 100 to 599 or a class from 2xx to 5xx";
+  const std::string http = "name: h\ntype: http\n";
+  expectRules({
+      {withMonitor("type: tcp"), m + "name: required key is missing"},
+      {withMonitor("name: a b\ntype: tcp"), name_rule},
+      {withMonitor("name: " + std::string(65, 'a') + "\ntype: tcp"), name_rule},
+      {withMonitor("name: h"), m + "type: required key is missing"},
+      {withMonitor("name: h\ntype: udp"), m + "type: expected one of: tcp, http, https"},
+      {withMonitor("name: h\ntype: HTTP"), m + "type: expected one of: tcp, http, https"},
+      {withMonitor("name: h\ntype: [tcp]"), m + "type: expected a string"},
+      {withMonitor(http + "interval: 99ms"), interval},
+      {withMonitor(http + "interval: 0s"), interval},
+      {withMonitor(http + "interval: 61m"), interval},
+      {withMonitor(http + "interval: 5"),
+       m + "interval: expected a duration with a unit, e.g. 300ms, 2s, 5m"},
+      {withMonitor(http + "timeout: 0s"),
+       m + "timeout: expected a duration greater than 0 and at most the interval (5s)"},
+      {withMonitor(http + "timeout: 5001ms"),
+       m + "timeout: expected a duration greater than 0 and at most the interval (5s)"},
+      {withMonitor(http + "interval: 1s\ntimeout: 2s"),
+       m + "timeout: expected a duration greater than 0 and at most the interval (1s)"},
+      {withMonitor(http + "timeout: 1s\ninterval: 500ms"),
+       m + "timeout: expected a duration greater than 0 and at most the interval (500ms)"},
+      // An invalid interval is not compared with.
+      {withMonitor(http + "interval: 2h\ntimeout: 1h"), interval},
+      {withMonitor(http + "rise: 0"), m + "rise: expected an integer from 1 to 100"},
+      {withMonitor(http + "rise: 101"), m + "rise: expected an integer from 1 to 100"},
+      {withMonitor(http + "fall: 0"), m + "fall: expected an integer from 1 to 100"},
+      {withMonitor(http + "fall: 101"), m + "fall: expected an integer from 1 to 100"},
+      {withMonitor(http + "port: 0"), m + "port: expected an integer from 1 to 65535"},
+      {withMonitor(http + "port: 65536"), m + "port: expected an integer from 1 to 65535"},
+      {withMonitor(http + "port: \"127.0.0.1:80\""),
+       m + "port: expected an integer from 1 to 65535"},
+      {withMonitor(http + "request: GET"),
+       m + "request: expected \"METHOD /path\", e.g. \"GET /health\""},
+      {withMonitor(http + "request: /health"),
+       m + "request: expected \"METHOD /path\", e.g. \"GET /health\""},
+      {withMonitor(http + "request: \"G(T /\""),
+       m + "request: the method must be a token, e.g. GET or HEAD"},
+      {withMonitor(http + "request: \"GET health\""),
+       m + "request: the path must start with / and contain only visible ASCII characters, no "
+           "spaces or #"},
+      {withMonitor(http + "request: \"GET /health HTTP/1.1\""),
+       m + "request: the path must start with / and contain only visible ASCII characters, no "
+           "spaces or #"},
+      {withMonitor(http + "request: [GET, /]"), m + "request: expected a string"},
+      {withMonitor(http + "host: \"a b\""),
+       m + "host: expected a host name or IP address and an optional port, e.g. "
+           "health.example.com or 10.0.0.1:8080"},
+      {withMonitor(http + "host: \"::1\""),
+       m + "host: expected a host name or IP address and an optional port, e.g. "
+           "health.example.com or 10.0.0.1:8080"},
+      {withMonitor(http + "host: \"example.com:0\""),
+       m + "host: expected a host name or IP address and an optional port, e.g. "
+           "health.example.com or 10.0.0.1:8080"},
+      {withMonitor(http + "expect: []"), m + "expect: expected at least one status code or class"},
+      {withMonitor(http + "expect:"), m + "expect: expected at least one status code or class"},
+      {withMonitor(http + "expect: 200"), m + "expect: expected a list"},
+      {withMonitor(http + "expect: [200, 600]"), m + "expect[1]" + status},
+      {withMonitor(http + "expect: [1xx]"), m + "expect[0]" + status},
+      {withMonitor(http + "expect: [2XX]"), m + "expect[0]" + status},
+      {withMonitor(http + "expect: [[200]]"), m + "expect[0]" + status},
+      {withMonitor(http + "expect: [200-299]"), m + "expect[0]" + status},
+      {withMonitor(http + "body: \"\""),
+       m + "body: expected a non-empty string (leave the key out to accept any body)"},
+      {withMonitor(http + "body: [ok]"), m + "body: expected a string"},
+      {withMonitor(http + "path: /x"),
+       m + "path: unknown key (expected one of: name, type, interval, timeout, rise, fall, "
+           "request, host, expect, body, port)"},
+      {"health_monitors: {name: a, type: tcp}", "health_monitors: expected a list"},
+      {"health_monitors: [tcp]", "health_monitors[0]: expected a map"},
+  });
+  // Bounds are inclusive.
+  auto config = mustLoad(withMonitor("name: h\ntype: tcp\ninterval: 1h\ntimeout: 1h"));
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->health_monitors[0].timeout, hours(1));
+  config = mustLoad(withMonitor("name: h\ntype: https\nexpect: [100, 599]"));
+  ASSERT_NE(config, nullptr);
+  EXPECT_THAT(config->health_monitors[0].expect,
+              ElementsAre(std::make_pair(100, 100), std::make_pair(599, 599)));
+  // An empty list of monitors is valid.
+  EXPECT_NE(mustLoad("health_monitors: []"), nullptr);
+  EXPECT_NE(mustLoad("health_monitors:\n"), nullptr);
+}
+
+TEST(ErrorTest, HealthMonitorNamesAreUnique) {
+  EXPECT_THAT(errorsOf(doc(R"(
+health_monitors:
+  - {name: a, type: tcp}
+  - {name: a, type: http}
+)")),
+              ElementsAre("test.yaml:3: health_monitors[1].name: health monitor \"a\" is already "
+                          "defined on line 2"));
+  // Monitors, pools and virtual services have separate names.
+  EXPECT_NE(mustLoad("health_monitors: [{name: p, type: tcp}]\n" + withVs(kHttpVs)), nullptr);
+}
+
+TEST(ErrorTest, HttpKeysOnATcpMonitor) {
+  EXPECT_THAT(errorsOf(doc(R"(
+health_monitors:
+  - name: t
+    type: tcp
+    request: "GET /"
+    host: example.com
+    expect: [200]
+    body: ok
+    port: 8080
+    interval: 1s
+)")),
+              ElementsAre("test.yaml:4: health_monitors[0].request: only for type http or https",
+                          "test.yaml:5: health_monitors[0].host: only for type http or https",
+                          "test.yaml:6: health_monitors[0].expect: only for type http or https",
+                          "test.yaml:7: health_monitors[0].body: only for type http or https"));
+  // The type may come after the keys it governs; an invalid type checks them as for http.
+  EXPECT_EQ(onlyError("health_monitors: [{body: ok, name: t, type: tcp}]"),
+            "health_monitors[0].body: only for type http or https");
+  EXPECT_THAT(errorsOf("health_monitors: [{name: t, type: ping, request: \"GET x\"}]"),
+              ElementsAre("test.yaml:1: health_monitors[0].type: expected one of: tcp, http, https",
+                          "test.yaml:1: health_monitors[0].request: the path must start with / "
+                          "and contain only visible ASCII characters, no spaces or #"));
+}
+
+TEST(RuleTest, Retries) {
+  expectRules({
+      {withVs(kHttpVs + "retries: 11"),
+       "virtual_services[0].retries: expected an integer from 0 "
+       "to 10"},
+      {withVs(kTcpVs + "retries: -1"),
+       "virtual_services[0].retries: expected an integer from 0 "
+       "to 10"},
+      {withVs(kHttpVs + "retries: many"),
+       "virtual_services[0].retries: expected an integer from "
+       "0 to 10"},
+  });
+  auto config = mustLoad(withVs(kTcpVs + "retries: 10"));
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->virtual_services[0].retries, 10u);
+}
+
+TEST(RuleTest, AccessLog) {
+  const std::string p = "virtual_services[0].access_log: ";
+  expectRules({
+      {withVs(kHttpVs + "access_log: \"\""), p + "expected stdout or a file path"},
+      {withVs(kHttpVs + "access_log:"), p + "expected a string"},
+      {withVs(kHttpVs + "access_log: [stdout]"), p + "expected a string"},
+      {withVs(kHttpVs + "access_log: stderr"),
+       p + "expected stdout or a file path (stderr is not supported)"},
+      {withVs(kHttpVs + "access_log: /nonexistent-ballast-dir/access.log"),
+       p + "directory \"/nonexistent-ballast-dir\" does not exist"},
+      {withVs(kHttpVs + "access_log: nonexistent-ballast-dir/access.log"),
+       p + "directory \"nonexistent-ballast-dir\" does not exist"},
+      {withVs(kHttpVs + "access_log: /"), p + "expected a file path, not a directory"},
+      {withVs(kHttpVs + "access_log: logs/"), p + "expected a file path, not a directory"},
+      {withVs(kHttpVs + "access_log: \"a\\tb.log\""), p + "the path contains a control character"},
+  });
+  // Relative paths are relative to the working directory, which exists.
+  auto config = mustLoad(withVs(kTcpVs + "access_log: ballast-access.log"));
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->virtual_services[0].access_log, "ballast-access.log");
+  EXPECT_NE(mustLoad(withVs(kHttpVs + "access_log: ./a.log")), nullptr);
+  EXPECT_NE(mustLoad(withVs(kHttpVs + "access_log: /a.log")), nullptr);  // in "/"
+}
+
+TEST(RuleTest, ControlSocket) {
+  expectRules({
+      {"se: {control_socket: \"\"}", "se.control_socket: expected the path of a Unix socket"},
+      {"se: {control_socket: [a]}", "se.control_socket: expected a string"},
+      {"se: {control_socket: /" + std::string(107, 's') + "}",
+       "se.control_socket: expected a path of at most 107 bytes (the limit of a Unix socket "
+       "address)"},
+      {"se: {control_socket: /nonexistent-ballast-dir/ctl.sock}",
+       "se.control_socket: directory \"/nonexistent-ballast-dir\" does not exist"},
+      {"se: {control_socket: /}", "se.control_socket: expected a file path, not a directory"},
+  });
+  auto config = mustLoad("se: {control_socket: ballast.sock}");
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->se.control_socket, "ballast.sock");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Files
 
@@ -1003,6 +1740,41 @@ TEST_F(FileTest, UnreadableFiles) {
   EXPECT_EQ(directory.errors[0].toString(), dir_ + ": cannot read: Is a directory");
 }
 
+// Paths of files the service engine creates at startup: only their directory must exist.
+TEST_F(FileTest, AccessLogAndControlSocketDirectories) {
+  auto config = mustLoad("se: {control_socket: " + dir_ + "/ctl.sock}\n" +
+                         withVs(kHttpVs + "access_log: " + dir_ + "/access.log"));
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->se.control_socket, dir_ + "/ctl.sock");
+  EXPECT_EQ(config->virtual_services[0].access_log, dir_ + "/access.log");
+  // An existing file is fine (the log is appended to).
+  std::string existing = write("old.log", "x\n");
+  EXPECT_NE(mustLoad(withVs(kHttpVs + "access_log: " + existing)), nullptr);
+
+  const std::string p = "virtual_services[0].access_log: ";
+  EXPECT_EQ(onlyError(withVs(kHttpVs + "access_log: " + dir_)),
+            p + "\"" + dir_ + "\" is a directory");
+  EXPECT_EQ(onlyError(withVs(kHttpVs + "access_log: " + dir_ + "/missing/access.log")),
+            p + "directory \"" + dir_ + "/missing\" does not exist");
+  EXPECT_EQ(onlyError(withVs(kHttpVs + "access_log: " + existing + "/access.log")),
+            p + "\"" + existing + "\" is not a directory");
+  EXPECT_EQ(onlyError(withVs(kHttpVs + "access_log: " + existing + "/sub/access.log")),
+            p + "directory \"" + existing + "/sub\" does not exist");
+  EXPECT_EQ(onlyError("se: {control_socket: " + dir_ + "/missing/ctl.sock}"),
+            "se.control_socket: directory \"" + dir_ + "/missing\" does not exist");
+
+  // A socket path of exactly 107 bytes is accepted.
+  std::string longest = dir_ + "/";
+  longest += std::string(107 - longest.size(), 's');
+  ASSERT_EQ(longest.size(), 107u);
+  config = mustLoad("se: {control_socket: " + longest + "}");
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->se.control_socket, longest);
+  EXPECT_EQ(onlyError("se: {control_socket: " + longest + "s}"),
+            "se.control_socket: expected a path of at most 107 bytes (the limit of a Unix socket "
+            "address)");
+}
+
 TEST_F(FileTest, EmptyFile) {
   std::string path = write("empty.yaml", "");
   EXPECT_EQ(loadFile(path).errors.at(0).toString(), path + ": the configuration is empty");
@@ -1037,6 +1809,64 @@ TEST(ExamplesTest, QuickstartLoads) {
   for (const VirtualService& vs : config.virtual_services) EXPECT_EQ(vs.pool, "demo");
 }
 
+// Every examples/*.yaml loads (they are meant to be copied).
+TEST(ExamplesTest, EveryExampleFileLoads) {
+  std::vector<std::string> files;
+  for (const auto& entry : std::filesystem::directory_iterator(repoFile("examples"))) {
+    if (entry.is_regular_file() && entry.path().extension() == ".yaml") {
+      files.push_back(entry.path().string());
+    }
+  }
+  std::sort(files.begin(), files.end());
+  EXPECT_GE(files.size(), 2u);  // at least quickstart.yaml and pools.yaml
+  for (const std::string& file : files) {
+    LoadResult result = loadFile(file);
+    for (const ConfigError& error : result.errors) ADD_FAILURE() << error.toString();
+    EXPECT_TRUE(result.ok()) << file;
+  }
+}
+
+// examples/pools.yaml shows every algorithm and the health settings.
+TEST(ExamplesTest, PoolsExampleShowsEveryFeature) {
+  LoadResult result = loadFile(repoFile("examples/pools.yaml"));
+  for (const ConfigError& error : result.errors) ADD_FAILURE() << error.toString();
+  ASSERT_TRUE(result.ok());
+  const Config& config = *result.config;
+  std::vector<LbAlgorithm> algorithms;
+  std::vector<HashKeyType> keys;
+  bool drain = false;
+  bool limit = false;
+  bool monitored = false;
+  bool outlier = false;
+  for (const Pool& pool : config.pools) {
+    algorithms.push_back(pool.lb_algorithm);
+    if (pool.lb_algorithm == LbAlgorithm::ConsistentHash) keys.push_back(pool.hash_key.type);
+    for (const Server& server : pool.servers) {
+      drain = drain || server.drain;
+      limit = limit || server.max_connections != 0;
+    }
+    monitored = monitored || !pool.health_monitors.empty();
+    outlier = outlier || pool.outlier_detection.consecutive_5xx != 5;
+  }
+  for (LbAlgorithm a :
+       {LbAlgorithm::RoundRobin, LbAlgorithm::LeastConnections, LbAlgorithm::LeastResponseTime,
+        LbAlgorithm::RandomTwoChoices, LbAlgorithm::ConsistentHash}) {
+    EXPECT_NE(std::find(algorithms.begin(), algorithms.end(), a), algorithms.end()) << toString(a);
+  }
+  EXPECT_FALSE(keys.empty());
+  EXPECT_TRUE(drain);
+  EXPECT_TRUE(limit);
+  EXPECT_TRUE(monitored);
+  EXPECT_TRUE(outlier);
+  std::vector<MonitorType> types;
+  for (const HealthMonitor& m : config.health_monitors) types.push_back(m.type);
+  for (MonitorType t : {MonitorType::Tcp, MonitorType::Http, MonitorType::Https}) {
+    EXPECT_NE(std::find(types.begin(), types.end(), t), types.end()) << toString(t);
+  }
+  EXPECT_TRUE(std::any_of(config.virtual_services.begin(), config.virtual_services.end(),
+                          [](const VirtualService& vs) { return !vs.access_log.empty(); }));
+}
+
 // docs/configuration.md's "Full example" is loaded as written, so the reference cannot drift
 // from the loader.
 TEST(ExamplesTest, DocumentationFullExampleLoads) {
@@ -1056,6 +1886,7 @@ TEST(ExamplesTest, DocumentationFullExampleLoads) {
   ASSERT_NE(config, nullptr);
   EXPECT_FALSE(config->virtual_services.empty());
   EXPECT_FALSE(config->pools.empty());
+  EXPECT_FALSE(config->health_monitors.empty());
 }
 
 }  // namespace
