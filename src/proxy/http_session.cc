@@ -19,6 +19,8 @@ constexpr int kRoundsPerEvent = 16;
 constexpr size_t kChunkFraming = 32;
 // A request body up to this size, already received whole, is kept for a retry.
 constexpr uint64_t kMaxReplayBody = 64 * 1024;
+// Draining: how long a connection idle between requests may still send one.
+constexpr uint64_t kDrainIdleGraceMs = 1000;
 // A fresh client socket joins the event loop only if its exchange takes longer than this.
 constexpr uint64_t kWatchClientAfterMs = 100;
 
@@ -65,12 +67,13 @@ void HttpSession::startRejected() {
 
 void HttpSession::drain() {
   if (closed_) return;
-  if (req_ == Req::Head && resp_ == Resp::Idle && cin_.empty() && !closing_) {
-    finish(false);
-    return;
-  }
-  // In flight: the response will carry "Connection: close" (or the connection closes after it).
+  // The response in flight, or the next one, carries "Connection: close". A connection idle
+  // between requests is not closed at once: a client may be sending its next request right now,
+  // and closing under it would fail that request. It gets a short grace to send one (answered
+  // with "Connection: close"), then is closed.
   keep_alive_ = false;
+  drain_deadline_ms_ = ctx_.loop.now() + kDrainIdleGraceMs;
+  updateTimers();
 }
 
 void HttpSession::abort() { finish(true); }
@@ -1018,8 +1021,10 @@ void HttpSession::updateTimers() {
       deadline = request_start_us_ / 1000 + ms(t.client_header);
     } else if (first_request_) {
       deadline = connection_start_ms_ + ms(t.client_header);
+      if (drain_deadline_ms_ != 0) deadline = std::min(deadline, drain_deadline_ms_);
     } else {
       deadline = client_activity_ms_ + ms(t.idle);
+      if (drain_deadline_ms_ != 0) deadline = std::min(deadline, drain_deadline_ms_);
     }
   } else if (req_ == Req::Body || !cout_.empty()) {
     deadline = client_activity_ms_ + ms(t.client);
