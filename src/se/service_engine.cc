@@ -240,6 +240,11 @@ ReloadResult ServiceEngine::reload() {
     result.errors.push_back("the service engine is stopping");
     return fail();
   }
+  // A reload also reopens the access log files (after a rotation: rename, then SIGHUP).
+  for (auto& [target, log] : access_logs_) {
+    std::string error;
+    if (!log->reopen(&error)) spdlog::error("reload: {}", error);
+  }
   config::LoadResult loaded = config::loadFile(config_->source);
   if (!loaded.ok()) {
     for (const config::ConfigError& e : loaded.errors) result.errors.push_back(e.toString());

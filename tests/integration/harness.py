@@ -1322,3 +1322,707 @@ class QuietBallastTestCase(BallastTestCase):
                                wait_ports=(admin,)))
         wait_listening(b, port)
         return b, port, admin
+
+
+# ---- helpers for test_reload / test_takeover / test_access_log / test_observability (appended) ----
+
+def write_file_atomic(path, text):
+    """Replaces a file in one step (write a sibling, rename), so that a reader never sees a
+    half-written configuration."""
+    tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+class SeProcess:
+    """A `ballast se --config PATH [extra args]` process with stdout and stderr in separate files
+    of `workdir` (for the access log on stdout, and for binary upgrades where several processes
+    share one configuration). stop() returns the exit code; it never signals anything but its
+    own pid."""
+
+    _count = 0
+
+    def __init__(self, config_path, workdir, extra_args=(), env=None):
+        SeProcess._count += 1
+        n = SeProcess._count
+        self.config_path = config_path
+        self.stdout_path = os.path.join(workdir, f"se-{n}.stdout")
+        self.stderr_path = os.path.join(workdir, f"se-{n}.stderr")
+        self._out = open(self.stdout_path, "wb")
+        self._err = open(self.stderr_path, "wb")
+        self.proc = subprocess.Popen([BALLAST_BIN, "se", "--config", config_path, *extra_args],
+                                     stdout=self._out, stderr=self._err,
+                                     env=dict(os.environ, **(env or {})))
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def stdout(self):
+        with open(self.stdout_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def stderr(self):
+        with open(self.stderr_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def output(self):
+        return f"--- stderr of pid {self.pid}:\n{self.stderr()}--- stdout:\n{self.stdout()[-3000:]}"
+
+    def wait_admin(self, admin_port, timeout=10.0):
+        """Waits until this process answers /status on admin_port with its own pid (several
+        processes may share the admin address during an upgrade)."""
+        def mine():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ballast exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                return status(admin_port)["pid"] == self.pid
+            except (OSError, ValueError, AssertionError):
+                return False
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if mine():
+                return
+            time.sleep(0.02)
+        raise TimeoutError(f"pid {self.pid} does not answer on admin {admin_port}:\n{self.output()}")
+
+    def wait_exit(self, timeout=10.0):
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for f in (self._out, self._err):
+            if not f.closed:
+                f.close()
+        return self.proc.returncode
+
+    def close(self):
+        self.stop()
+
+
+class CannedHttpBackend:
+    """A fast HTTP/1.1 origin for load: one thread per connection, keep-alive, answers every
+    request head (bodies are not expected) with 200 and body `body`; counts requests."""
+
+    def __init__(self, body=b"ok"):
+        self.body = body
+        self.response = (b"HTTP/1.1 200 OK\r\nContent-Length: " + str(len(body)).encode()
+                         + b"\r\n\r\n" + body)
+        self.requests = 0
+        self.lock = threading.Lock()
+        self.raw = RawBackend(self._serve)
+        self.port, self.address = self.raw.port, self.raw.address
+
+    def _serve(self, conn):
+        buf = b""
+        while True:
+            b = conn.recv(65536)
+            if not b:
+                return
+            buf += b
+            n = buf.count(b"\r\n\r\n")
+            if n:
+                buf = buf[buf.rindex(b"\r\n\r\n") + 4:]
+                with self.lock:
+                    self.requests += n
+                conn.sendall(self.response * n)
+
+    def close(self):
+        self.raw.close()
+
+
+class LoadGenerator:
+    """Python HTTP load on 127.0.0.1:port, in threads, until stop():
+    - `keepalive` clients, each sending GETs back to back on one connection (a new connection
+      when ballast answers with Connection: close, which is not a failure);
+    - `fresh` clients, each making one request per new connection (Connection: close);
+    - `connectors` threads that only connect and close, as fast as they can.
+    A request fails when it gets no complete response or a status other than 200, or when
+    `check_body(body)` is false. Connections refused (ECONNREFUSED) are counted apart.
+    stop() returns a summary dict."""
+
+    def __init__(self, port, keepalive=4, fresh=2, connectors=1, target="/", check_body=None,
+                 pause=0.0):
+        self.port = port
+        self.target = target
+        self.check_body = check_body
+        self.pause = pause
+        self.lock = threading.Lock()
+        self.ok = 0
+        self.failed = 0
+        self.refused = 0
+        self.connects = 0
+        self.connect_errors = 0
+        self.failures = []  # (seconds since start, description), the first 20
+        self.bodies = {}
+        self._stop = threading.Event()
+        self.t0 = time.monotonic()
+        self.threads = []
+        for _ in range(keepalive):
+            self.threads.append(threading.Thread(target=self._keepalive, daemon=True))
+        for _ in range(fresh):
+            self.threads.append(threading.Thread(target=self._fresh, daemon=True))
+        for _ in range(connectors):
+            self.threads.append(threading.Thread(target=self._connector, daemon=True))
+        for t in self.threads:
+            t.start()
+
+    def _fail(self, what):
+        with self.lock:
+            self.failed += 1
+            if len(self.failures) < 20:
+                self.failures.append((round(time.monotonic() - self.t0, 3), what))
+
+    def _good(self, body):
+        if self.check_body is not None and not self.check_body(body):
+            self._fail(f"unexpected body {body[:100]!r}")
+            return
+        with self.lock:
+            self.ok += 1
+            key = body[:40]
+            self.bodies[key] = self.bodies.get(key, 0) + 1
+
+    def _connect(self):
+        try:
+            return HttpConn(self.port, timeout=10)
+        except ConnectionRefusedError:
+            with self.lock:
+                self.refused += 1
+            return None
+        except OSError as e:
+            with self.lock:
+                self.connect_errors += 1
+                if len(self.failures) < 20:
+                    self.failures.append((round(time.monotonic() - self.t0, 3), f"connect: {e!r}"))
+            return None
+
+    def _keepalive(self):
+        conn = None
+        while not self._stop.is_set():
+            if conn is None:
+                conn = self._connect()
+                if conn is None:
+                    time.sleep(0.01)
+                    continue
+            try:
+                conn.request("GET", self.target)
+                r = conn.read_response()
+            except (OSError, ConnectionClosed, ValueError) as e:
+                self._fail(f"keep-alive: {e!r}"[:300])
+                conn.close()
+                conn = None
+                continue
+            if r.status != 200:
+                self._fail(f"keep-alive: status {r.status} {r.body[:100]!r}")
+            else:
+                self._good(r.body)
+            if "close" in r.header_list("connection"):
+                conn.close()
+                conn = None
+            if self.pause:
+                time.sleep(self.pause)
+        if conn is not None:
+            conn.close()
+
+    def _fresh(self):
+        while not self._stop.is_set():
+            conn = self._connect()
+            if conn is None:
+                time.sleep(0.01)
+                continue
+            try:
+                conn.request("GET", self.target, [("Connection", "close")])
+                r = conn.read_response()
+                if r.status != 200:
+                    self._fail(f"fresh: status {r.status} {r.body[:100]!r}")
+                else:
+                    self._good(r.body)
+            except (OSError, ConnectionClosed, ValueError) as e:
+                self._fail(f"fresh: {e!r}"[:300])
+            finally:
+                conn.close()
+            if self.pause:
+                time.sleep(self.pause)
+
+    def _connector(self):
+        while not self._stop.is_set():
+            s = socket.socket()
+            s.settimeout(5)
+            try:
+                s.connect(("127.0.0.1", self.port))
+                with self.lock:
+                    self.connects += 1
+            except ConnectionRefusedError:
+                with self.lock:
+                    self.refused += 1
+                time.sleep(0.001)
+            except OSError as e:
+                with self.lock:
+                    self.connect_errors += 1
+                    if len(self.failures) < 20:
+                        self.failures.append((round(time.monotonic() - self.t0, 3),
+                                              f"connector: {e!r}"))
+            finally:
+                s.close()
+
+    def snapshot(self):
+        with self.lock:
+            return {"ok": self.ok, "failed": self.failed, "refused": self.refused,
+                    "connect_errors": self.connect_errors, "connects": self.connects,
+                    "failures": list(self.failures), "bodies": dict(self.bodies),
+                    "seconds": round(time.monotonic() - self.t0, 2)}
+
+    def stop(self):
+        self._stop.set()
+        for t in self.threads:
+            t.join(15)
+        return self.snapshot()
+
+
+def read_json_lines(path):
+    """The lines of a file, each parsed as JSON: (objects, [lines that are not valid JSON
+    objects]). A last line without its newline counts as invalid."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return [], []
+    objs, bad = [], []
+    lines = data.split(b"\n")
+    for i, line in enumerate(lines):
+        if not line:
+            continue
+        if i == len(lines) - 1:
+            bad.append(line)  # not terminated
+            continue
+        try:
+            obj = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            bad.append(line)
+            continue
+        if isinstance(obj, dict):
+            objs.append(obj)
+        else:
+            bad.append(line)
+    return objs, bad
+
+
+def admin_post(port, path, body=None, timeout=10):
+    """POST on the admin listener (no body unless given); returns (status, headers, body bytes)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        head = f"POST {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n"
+        if body is not None:
+            head += f"Content-Length: {len(body)}\r\n"
+        s.sendall(head.encode() + b"\r\n" + (body or b""))
+        data = recv_all(s, timeout)
+    (st, headers, resp_body), = parse_responses(data)
+    return st, headers, resp_body
+
+
+# ---- helpers for test_balancing / test_health / test_outlier / test_retries / test_server_settings
+# ---- (appended; BEGIN lb-helpers)
+
+import re as _re
+import sys as _sys
+from datetime import datetime as _datetime
+
+DEMO_BACKEND = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples",
+                            "demo_backend.py")
+
+# A fast single-threaded HTTP/1.1 backend (selectors, keep-alive, pipelining): GET /health* answers
+# "ok", everything else answers its name. Request bodies (Content-Length) are read and discarded.
+_FAST_BACKEND = r'''
+import selectors, signal, socket, sys
+name, port = sys.argv[1].encode(), int(sys.argv[2])
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+def resp(body):
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+R_NAME, R_HEALTH = resp(name), resp(b"ok")
+ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("127.0.0.1", port)); ls.listen(1024); ls.setblocking(False)
+sel = selectors.DefaultSelector(); sel.register(ls, selectors.EVENT_READ, None)
+state = {}
+def close(c):
+    sel.unregister(c); state.pop(c, None); c.close()
+while True:
+    for key, ev in sel.select():
+        c = key.fileobj
+        if c is ls:
+            try:
+                n, _ = ls.accept()
+            except OSError:
+                continue
+            n.setblocking(False); n.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            state[n] = [b"", b""]; sel.register(n, selectors.EVENT_READ, None); continue
+        st = state.get(c)
+        if st is None:
+            continue
+        if ev & selectors.EVENT_READ:
+            try:
+                data = c.recv(262144)
+            except OSError:
+                data = b""
+            if not data:
+                close(c); continue
+            st[0] += data
+            buf, out = st[0], []
+            while True:
+                i = buf.find(b"\r\n\r\n")
+                if i < 0:
+                    break
+                head = buf[:i]
+                m = head.lower().find(b"\r\ncontent-length:")
+                n = 0
+                if m >= 0:
+                    e = head.find(b"\r\n", m + 2)
+                    n = int(head[m + 17:e if e >= 0 else len(head)].strip())
+                if len(buf) < i + 4 + n:
+                    break
+                out.append(R_HEALTH if head.startswith(b"GET /health") else R_NAME)
+                buf = buf[i + 4 + n:]
+            st[0] = buf
+            st[1] += b"".join(out)
+        if st[1]:
+            try:
+                k = c.send(st[1])
+                st[1] = st[1][k:]
+            except BlockingIOError:
+                pass
+            except OSError:
+                close(c); continue
+            sel.modify(c, selectors.EVENT_READ | (selectors.EVENT_WRITE if st[1] else 0), None)
+'''
+
+
+class BackendProcess:
+    """A backend in its own process, so that a test can kill, stop (SIGSTOP) and restart it by
+    pid: examples/demo_backend.py (answers GET /health with 200, anything else with
+    "hello from backend NAME (port P)"), or with fast=True a single-threaded pipelining backend
+    that answers NAME (and "ok" on /health). Restarts on the same port."""
+
+    def __init__(self, name, port=None, fast=False):
+        self.name = name
+        self.port = port or free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.fast = fast
+        self.proc = None
+        self.start()
+
+    def start(self, timeout=10.0):
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        if self.fast:
+            args = [_sys.executable, "-c", _FAST_BACKEND, self.name, str(self.port)]
+        else:
+            args = [_sys.executable, DEMO_BACKEND, "--name", self.name, "--port", str(self.port)]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"backend {self.name} exited with {self.proc.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return self
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.kill()
+                    raise TimeoutError(f"backend {self.name} does not listen on {self.port}")
+                time.sleep(0.02)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self, sig=signal.SIGKILL):
+        """Ends the process (SIGKILL by default) and waits for it."""
+        if self.running():
+            try:
+                os.kill(self.proc.pid, signal.SIGCONT)
+                os.kill(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def pause(self):
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self):
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+    def close(self):
+        self.kill()
+
+
+def backend_name(body):
+    """The name of the server that answered: demo_backend's "hello from backend NAME (port P)",
+    a fast BackendProcess's NAME, or HttpBackend/HttpOrigin's "NAME METHOD PATH"."""
+    if isinstance(body, bytes):
+        body = body.decode("latin-1")
+    if body.startswith("hello from backend "):
+        return body[len("hello from backend "):].split(" ", 1)[0]
+    return body.split(" ", 1)[0]
+
+
+def ballast_events(b, event=None, **match):
+    """The JSON event lines that ballast logged (its stderr), optionally of one type and with
+    some field values."""
+    out = []
+    for line in b.output().splitlines():
+        line = line.strip()
+        if not (line.startswith("{") and '"event"' in line):
+            continue
+        try:
+            e = json.loads(line)
+        except ValueError:
+            continue
+        if event is not None and e.get("event") != event:
+            continue
+        if all(e.get(k) == v for k, v in match.items()):
+            out.append(e)
+    return out
+
+
+def wait_events(b, event, count=1, timeout=10.0, **match):
+    """Waits until ballast has logged `count` events of that type (matching the fields); returns
+    them all."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = ballast_events(b, event, **match)
+        if len(found) >= count:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {count} x {event} {match} within {timeout}s; events: "
+                                 f"{ballast_events(b)}")
+        time.sleep(0.02)
+
+
+def event_epoch(e):
+    """An event's "time" (UTC, e.g. 2026-11-30T10:00:00.123Z) as a Unix time."""
+    t = e["time"]
+    if t.endswith("Z"):
+        t = t[:-1] + "+00:00"
+    return _datetime.fromisoformat(t).timestamp()
+
+
+def server_metric(family, address, pool="p", extra=""):
+    return f'{family}{{pool="{pool}",server="{address}"{extra}}}'
+
+
+def server_status(admin, address, pool="p"):
+    """The /status entry of one server."""
+    for p in status(admin)["pools"]:
+        if p["name"] == pool:
+            for s in p["servers"]:
+                if s["address"] == address:
+                    return s
+    raise KeyError(f"no server {address} in pool {pool}")
+
+
+def reload_config(b, admin, text, timeout=10.0):
+    """Rewrites ballast's configuration file and sends SIGHUP; waits until /status shows the
+    new generation applied. Returns the /status after the reload."""
+    before = status(admin)["config"].get("generation", 0)
+    tmp = b.config_path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, b.config_path)
+    os.kill(b.pid, signal.SIGHUP)
+    deadline = time.monotonic() + timeout
+    while True:
+        st = status(admin)
+        if st["config"].get("generation", 0) > before:
+            return st
+        if time.monotonic() > deadline:
+            raise AssertionError(f"reload not applied: {st.get('reload')}\n{b.output()[-2000:]}")
+        time.sleep(0.02)
+
+
+class TrackingBackend:
+    """An in-process HTTP backend (HttpBackend) that knows how many requests it holds at once.
+    hold(method, path) -> seconds to hold a request before answering (default 0); a request to
+    a path starting with /gate waits until release() (at most gate_timeout s). Answers
+    "NAME METHOD PATH". .count, .in_flight, .max_in_flight, .paths."""
+
+    def __init__(self, name, hold=None, gate_timeout=15.0, status=200):
+        self.name = name
+        self.hold = hold
+        self.status = status
+        self.gate = threading.Event()
+        self.gate_timeout = gate_timeout
+        self.lock = threading.Lock()
+        self.count = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.paths = []
+        self.held = 0          # requests waiting at the gate now
+        outer = self
+
+        def handler(req, body):
+            with outer.lock:
+                outer.count += 1
+                outer.in_flight += 1
+                outer.max_in_flight = max(outer.max_in_flight, outer.in_flight)
+                outer.paths.append(req.path)
+            try:
+                if req.path.startswith("/gate"):
+                    with outer.lock:
+                        outer.held += 1
+                    outer.gate.wait(outer.gate_timeout)
+                    with outer.lock:
+                        outer.held -= 1
+                delay = outer.hold(req.command, req.path) if outer.hold else 0
+                if delay:
+                    time.sleep(delay)
+                return outer.status, {}, f"{outer.name} {req.command} {req.path}".encode()
+            finally:
+                with outer.lock:
+                    outer.in_flight -= 1
+
+        self.http = HttpBackend(name, handler)
+        self.port, self.address = self.http.port, self.http.address
+
+    def release(self):
+        self.gate.set()
+
+    def close(self):
+        self.gate.set()
+        self.http.close()
+
+
+class ClientLoad:
+    """GET load in `threads` client threads (keep-alive; a new connection after a close or an
+    error) until stop(). Records every outcome as (monotonic time, status or None, server name or
+    error text). `pause` seconds between requests of a thread; `headers` sent with each."""
+
+    def __init__(self, port, threads=4, target="/", headers=None, pause=0.0, timeout=10.0):
+        self.port, self.target, self.headers = port, target, headers
+        self.pause, self.timeout = pause, timeout
+        self.lock = threading.Lock()
+        self.results = []
+        self._stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+        for t in self.threads:
+            t.start()
+
+    def _record(self, status_code, what):
+        with self.lock:
+            self.results.append((time.monotonic(), status_code, what))
+
+    def _run(self):
+        conn = None
+        while not self._stop.is_set():
+            try:
+                if conn is None:
+                    conn = HttpConn(self.port, self.timeout)
+                conn.request("GET", self.target, self.headers)
+                r = conn.read_response()
+                self._record(r.status, backend_name(r.body) if r.status == 200
+                             else r.body[:100].decode("latin-1"))
+                if "close" in r.header_list("connection"):
+                    conn.close()
+                    conn = None
+            except (OSError, ConnectionClosed, ValueError) as e:
+                self._record(None, repr(e)[:200])
+                if conn is not None:
+                    conn.close()
+                conn = None
+            if self.pause:
+                time.sleep(self.pause)
+        if conn is not None:
+            conn.close()
+
+    def snapshot(self):
+        with self.lock:
+            return list(self.results)
+
+    def failures(self):
+        return [r for r in self.snapshot() if r[1] != 200]
+
+    def served_by(self, name, since=0.0):
+        return sum(1 for t, s, who in self.snapshot() if s == 200 and who == name and t >= since)
+
+    def total(self):
+        with self.lock:
+            return len(self.results)
+
+    def stop(self):
+        self._stop.set()
+        for t in self.threads:
+            t.join(20)
+        return self.snapshot()
+
+
+_CL_RE = _re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", _re.I)
+
+
+def _pipelined_worker(port, requests, out, batch, timeout):
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    buf = b""
+    try:
+        for start in range(0, len(requests), batch):
+            chunk = requests[start:start + batch]
+            sock.sendall(b"".join(chunk))
+            got = 0
+            while got < len(chunk):
+                i = buf.find(b"\r\n\r\n")
+                if i >= 0:
+                    head = buf[:i + 2]
+                    m = _CL_RE.search(head)
+                    n = int(m.group(1)) if m else 0
+                    if len(buf) >= i + 4 + n:
+                        out.append((int(head[9:12]), buf[i + 4:i + 4 + n]))
+                        buf = buf[i + 4 + n:]
+                        got += 1
+                        continue
+                b = sock.recv(1 << 20)
+                if not b:
+                    raise ConnectionClosed(f"closed after {len(out)} responses", buf)
+                buf += b
+    finally:
+        sock.close()
+
+
+def pipelined_requests(port, requests, conns=4, batch=100, timeout=30.0):
+    """Sends raw requests (bytes, each a whole request answered with a Content-Length body)
+    pipelined in batches over `conns` keep-alive connections in parallel; returns
+    [(status, body)] in the order of `requests`."""
+    parts = [requests[k::conns] for k in range(conns)]
+    outs = [[] for _ in parts]
+    errors = []
+
+    def run(k):
+        try:
+            _pipelined_worker(port, parts[k], outs[k], batch, timeout)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+    threads = [threading.Thread(target=run, args=(k,), daemon=True) for k in range(len(parts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout * 4)
+    if errors:
+        raise errors[0]
+    result = [None] * len(requests)
+    for k, out in enumerate(outs):
+        for j, r in enumerate(out):
+            result[k + j * conns] = r
+    return result
+
+# ---- END lb-helpers
