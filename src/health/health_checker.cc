@@ -185,6 +185,10 @@ class HealthChecker::Impl {
                const std::string& reason) {
     s.healthy = healthy;
     s.state->healthy.store(healthy, std::memory_order_relaxed);
+    // Back up by its monitors: an ejection for the failures that took it down ends too (as
+    // Envoy's successful_active_health_check_uneject_host), or a restarted server would sit out
+    // the rest of its ejection.
+    if (healthy) s.state->ejected_until_ms.store(0, std::memory_order_relaxed);
     s.state->setHealthNote(reason, now());
     std::vector<std::pair<std::string, std::string>> fields{{"pool", s.pool},
                                                             {"server", s.address}};

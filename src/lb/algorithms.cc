@@ -75,9 +75,13 @@ std::vector<Candidate> candidates(const Pool& pool) {
 // ---- least connections ----------------------------------------------------------------------
 
 LeastConnections::LeastConnections(const Pool& pool)
-    : pool_(pool), candidates_(candidates(pool)),
-      last_pick_(initialPickClocks(pool.servers.size(), instanceSeed(this))),
-      clock_(pool.servers.size()) {}
+    : pool_(pool), candidates_(candidates(pool)), credit_(pool.servers.size(), 0) {
+  // Instances start their turns at different servers, so that workers picking at the same time
+  // do not all choose the same one.
+  uint64_t seed = instanceSeed(this);
+  for (size_t i = 0; i < credit_.size(); ++i)
+    credit_[i] = static_cast<int64_t>((seed + i) % credit_.size());
+}
 
 const Server* LeastConnections::pick(const PickContext& ctx) {
   if (const Server* s = pickOnce(ctx, false)) return s;
@@ -85,28 +89,33 @@ const Server* LeastConnections::pick(const PickContext& ctx) {
 }
 
 const Server* LeastConnections::pickOnce(const PickContext& ctx, bool ignore_ejection) {
+  // First the lowest in-flight / weight, exactly (cross products)...
   const Candidate* best = nullptr;
-  u128 best_load = 0;  // (in flight + 1) of the best so far
+  u128 best_load = 0;
   for (const Candidate& c : candidates_) {
     if (!usableNow(*c.state, c.max_connections, c.index, ctx, ignore_ejection)) continue;
     uint64_t in_flight = 0;
     for (uint32_t w = 0; w < c.workers; ++w) in_flight += c.slots[w].in_flight.get();
-    u128 load = static_cast<u128>(in_flight) + 1;
-    if (best == nullptr) {
+    loads_[c.index] = in_flight;
+    if (best == nullptr || static_cast<u128>(in_flight) * best->weight < best_load * c.weight) {
       best = &c;
-      best_load = load;
-      continue;
-    }
-    // load / weight < best_load / best weight, exactly.
-    u128 mine = load * best->weight, theirs = best_load * c.weight;
-    if (mine < theirs || (mine == theirs && last_pick_[c.index] < last_pick_[best->index])) {
-      best = &c;
-      best_load = load;
+      best_load = in_flight;
     }
   }
   if (best == nullptr) return nullptr;
-  last_pick_[best->index] = ++clock_;
-  return &pool_.servers[best->index];
+  // ...then, among the servers tied at it, smooth weighted round robin: idle servers (all tied at
+  // zero) get requests in proportion to their weights, and equal ones take turns.
+  const Candidate* chosen = nullptr;
+  int64_t total = 0;
+  for (const Candidate& c : candidates_) {
+    if (!usableNow(*c.state, c.max_connections, c.index, ctx, ignore_ejection)) continue;
+    if (static_cast<u128>(loads_[c.index]) * best->weight != best_load * c.weight) continue;
+    credit_[c.index] += c.weight;
+    total += c.weight;
+    if (chosen == nullptr || credit_[c.index] > credit_[chosen->index]) chosen = &c;
+  }
+  credit_[chosen->index] -= total;
+  return &pool_.servers[chosen->index];
 }
 
 // ---- least response time --------------------------------------------------------------------

@@ -90,13 +90,12 @@ struct Candidate {
 };
 std::vector<Candidate> candidates(const Pool& pool);
 
-// Least connections: the usable server with the fewest requests in flight (HTTP) or connections
-// (TCP), all workers together, relative to its weight: the lowest (inFlight + 1) / weight, compared
-// exactly (cross products). "+1" counts the request being placed, so between idle servers the
-// heavier one is chosen first and, under load, in-flight counts settle in proportion to the
-// weights. Ties go to the server this instance picked least recently, so equally loaded servers
-// take turns (each instance starts its turns at a different server). A pick reads every server's
-// counters: O(servers x workers); prefer random_two_choices for pools of hundreds of servers.
+// Least connections (as NGINX's least_conn): the usable server with the fewest requests (HTTP) or
+// connections (TCP) in flight relative to its weight, compared exactly (cross products), summed
+// over all workers. Servers tied at the lowest load share by smooth weighted round robin, so idle
+// servers get requests in proportion to their weights and equal ones take turns (each instance
+// starts its turns at a different server). A pick reads every server's counters:
+// O(servers x workers); prefer random_two_choices for pools of hundreds of servers.
 class LeastConnections final : public LoadBalancer {
  public:
   explicit LeastConnections(const Pool& pool);
@@ -106,8 +105,8 @@ class LeastConnections final : public LoadBalancer {
   const Server* pickOnce(const PickContext& ctx, bool ignore_ejection);
   const Pool& pool_;
   std::vector<Candidate> candidates_;
-  std::vector<uint64_t> last_pick_;  // per server: this instance's pick clock when last chosen
-  uint64_t clock_ = 0;
+  std::vector<int64_t> credit_;     // per server: smooth weighted round-robin credit among ties
+  std::vector<uint64_t> loads_ = std::vector<uint64_t>(pool_.servers.size(), 0);  // scratch
 };
 
 // Least response time: the lowest averageResponseMicros x (inFlight + 1) / weight.

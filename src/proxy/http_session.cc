@@ -28,9 +28,9 @@ size_t kindIndex(ErrorKind kind) { return static_cast<size_t>(kind); }
 uint64_t ms(config::Duration d) { return static_cast<uint64_t>(d.count()); }
 }  // namespace
 
-HttpSession::HttpSession(WorkerContext& ctx, std::shared_ptr<Service> service, int client_fd,
+HttpSession::HttpSession(WorkerContext& ctx, std::shared_ptr<ServiceSlot> slot, int client_fd,
                          const SocketAddress& peer)
-    : Session(ctx, std::move(service)),
+    : Session(ctx, std::move(slot)),
       client_fd_(client_fd),
       peer_(peer),
       client_ip_(peer.hostString()),
@@ -401,12 +401,16 @@ void HttpSession::parseRequest() {
 
 void HttpSession::startExchange() {
   const http::RequestHead& head = request_parser_.head();
+  // Each request is served by the configuration current when it arrives (an HTTP listener stays
+  // HTTP across reloads: a change of protocol keeps the old version for this connection).
+  if (slot_->current->config.protocol == config::Protocol::Http) followSlot();
   service_->counters.requests.add();
   ++progress_;
   first_request_ = false;
   method_ = head.method_id;
   client_http10_ = head.version == http::Version::Http10;
-  keep_alive_ = head.keep_alive && !ctx_.draining;
+  // A virtual service gone with a reload answers this request, then closes.
+  keep_alive_ = head.keep_alive && !ctx_.draining && !slot_->retired;
   upgrade_requested_ = head.upgrade;
   request_body_ = head.body;
   request_left_ = head.content_length;
@@ -885,6 +889,8 @@ void HttpSession::clientError(ErrorKind kind) {
 
 void HttpSession::respondError(int status, ErrorKind kind) {
   bool head_only = answeringHead();
+  // A request that never started (a bad head, no server) is still all in cin_.
+  uint64_t unconsumed = req_ == Req::Head ? cin_.readable() : 0;
   service_->counters.errors[kindIndex(kind)].add();
   error_kind_ = errorKindName(kind);
   discardUnsentResponse();
@@ -896,7 +902,6 @@ void HttpSession::respondError(int status, ErrorKind kind) {
   service_->counters.responses[statusClassIndex(status)].add();
   releaseUpstream(false);
   status_ = status;
-  logAccess();
   resp_ = Resp::Idle;
   req_ = Req::Done;
   keep_alive_ = false;
@@ -907,6 +912,7 @@ void HttpSession::respondError(int status, ErrorKind kind) {
   std::string_view response = http::errorResponse(status);
   if (head_only) response = response.substr(0, response.find("\r\n\r\n") + 4);  // no body
   cout_.append(response);
+  logAccess(unconsumed);
   ++progress_;
 }
 
@@ -928,7 +934,7 @@ bool HttpSession::answeringHead() const {
   return method_ == http::Method::Head;
 }
 
-void HttpSession::logAccess() {
+void HttpSession::logAccess(uint64_t unconsumed_request) {
   if (service_->access_log != nullptr) {
     AccessRecord r;
     r.vs = service_->config.name;
@@ -940,12 +946,14 @@ void HttpSession::logAccess() {
     }
     r.status = status_;
     if (server_ref_ != nullptr) r.server = server_ref_->address_text;
-    r.bytes_in = cin_.totalConsumed() - in_mark_;
+    // What the request took from cin_; for one that never started (a bad head, no server), the
+    // bytes of it still there.
+    r.bytes_in = cin_.totalConsumed() - in_mark_ + unconsumed_request;
     r.bytes_out = cout_.totalProduced() - out_mark_;
     r.header_us = head_us_;
     r.connect_us = connect_us_;
     r.first_byte_us = first_byte_us_;
-    r.total_us = request_start_us_ != 0 ? ctx_.loop.nowUs() - request_start_us_ : 0;
+    r.total_us = request_start_us_ != 0 ? monotonicUs() - request_start_us_ : 0;
     r.retries = retries_;
     if (error_kind_ != nullptr) r.error = error_kind_;
     log_line_.clear();

@@ -19,7 +19,7 @@ namespace ballast::proxy {
 
 class HttpSession final : public Session, public IoHandler, public UpstreamUser, public TimerHandler {
  public:
-  HttpSession(WorkerContext& ctx, std::shared_ptr<Service> service, int client_fd,
+  HttpSession(WorkerContext& ctx, std::shared_ptr<ServiceSlot> slot, int client_fd,
               const SocketAddress& peer);
   ~HttpSession() override;
 
@@ -74,7 +74,8 @@ class HttpSession final : public Session, public IoHandler, public UpstreamUser,
   static bool idempotent(http::Method m);
   bool hashRequest(const http::RequestHead& head, uint64_t* hash) const;
   static std::string_view cookieValue(const http::RequestHead& head, std::string_view name);
-  void logAccess();
+  // unconsumed_request: bytes of the request still in cin_ (counted as received).
+  void logAccess(uint64_t unconsumed_request = 0);
   void discardUnsentResponse();
   bool answeringHead() const;
   bool waitingForServer() const;

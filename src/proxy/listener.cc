@@ -19,7 +19,9 @@ constexpr uint64_t kPauseAfterFdExhaustionMs = 100;
 }  // namespace
 
 Listener::Listener(WorkerContext& ctx, std::shared_ptr<Service> service, int fd)
-    : ctx_(ctx), service_(std::move(service)), fd_(fd), resume_timer_(ctx.loop, this) {
+    : ctx_(ctx), slot_(std::make_shared<ServiceSlot>(ServiceSlot{std::move(service), false})),
+      fd_(fd),
+      resume_timer_(ctx.loop, this) {
   ctx_.loop.addReader(fd_, this);
 }
 
@@ -34,12 +36,17 @@ void Listener::close() {
 }
 
 void Listener::setService(std::shared_ptr<Service> service) {
-  if (fd_ >= 0 && service->config.protocol != service_->config.protocol) {
+  if (fd_ >= 0 && service->config.protocol != slot_->current->config.protocol) {
     // HTTP listeners defer accept until the request arrives; TCP ones must not (a server may
     // speak first).
     setDeferAccept(fd_, service->config.protocol == config::Protocol::Http ? 1 : 0);
   }
-  service_ = std::move(service);
+  slot_->current = std::move(service);
+}
+
+void Listener::retire() {
+  slot_->retired = true;
+  close();
 }
 
 void Listener::onTimer(int) {
@@ -63,34 +70,35 @@ void Listener::onIoEvents(uint32_t) {
       // Out of descriptors or memory: the socket stays readable, so stop listening to it for a
       // moment instead of spinning; pending clients wait in the backlog.
       spdlog::warn("virtual service {}: accept: {}; pausing accepts for {} ms",
-                   service_->config.name, strerror(errno), kPauseAfterFdExhaustionMs);
+                   slot_->current->config.name, strerror(errno), kPauseAfterFdExhaustionMs);
       ctx_.loop.remove(fd_);
       paused_ = true;
       resume_timer_.armAfter(kPauseAfterFdExhaustionMs);
       return;
     }
-    spdlog::error("virtual service {}: accept: {}", service_->config.name, strerror(errno));
+    spdlog::error("virtual service {}: accept: {}", slot_->current->config.name, strerror(errno));
     return;
   }
 }
 
 void Listener::accepted(int fd, const SocketAddress& peer) {
-  const config::VirtualService& vs = service_->config;
-  int64_t open = service_->stats.open_connections.fetch_add(1, std::memory_order_relaxed);
+  Service& service = *slot_->current;
+  const config::VirtualService& vs = service.config;
+  int64_t open = service.stats.open_connections.fetch_add(1, std::memory_order_relaxed);
   bool over_limit = vs.max_connections != 0 && open >= static_cast<int64_t>(vs.max_connections);
   if (vs.protocol == config::Protocol::Tcp) {
     if (over_limit) {
-      service_->stats.open_connections.fetch_sub(1, std::memory_order_relaxed);
-      service_->counters.errors[static_cast<size_t>(ErrorKind::MaxConnections)].add();
+      service.stats.open_connections.fetch_sub(1, std::memory_order_relaxed);
+      service.counters.errors[static_cast<size_t>(ErrorKind::MaxConnections)].add();
       closeWithReset(fd);
       return;
     }
     setNoDelay(fd);  // interactive protocols must not wait on Nagle's algorithm
-    auto* session = new TcpSession(ctx_, service_, fd, peer);
+    auto* session = new TcpSession(ctx_, slot_, fd, peer);
     session->start();
     return;
   }
-  auto* session = new HttpSession(ctx_, service_, fd, peer);
+  auto* session = new HttpSession(ctx_, slot_, fd, peer);
   if (over_limit) {
     session->startRejected();
   } else {

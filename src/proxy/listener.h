@@ -20,7 +20,9 @@ class Listener final : public IoHandler, public TimerHandler {
   void onTimer(int) override;
   // Stops accepting and closes the socket.
   void close();
-  const Service& service() const { return *service_; }
+  // The virtual service is gone (reload): close, and let its connections drain.
+  void retire();
+  const Service& service() const { return *slot_->current; }
   // Serves another snapshot's version of the virtual service from now on (reload); connections
   // already accepted keep the one they started with.
   void setService(std::shared_ptr<Service> service);
@@ -30,7 +32,7 @@ class Listener final : public IoHandler, public TimerHandler {
   void accepted(int fd, const SocketAddress& peer);
 
   WorkerContext& ctx_;
-  std::shared_ptr<Service> service_;
+  std::shared_ptr<ServiceSlot> slot_;
   int fd_;
   bool paused_ = false;
   Timer resume_timer_;  // accept paused after running out of file descriptors

@@ -41,4 +41,12 @@ struct Service {
   AccessLog* access_log;                             // null when off
 };
 
+// What a listener serves now. Sessions keep the slot: a keep-alive connection takes the current
+// version of its virtual service for each new request, so a reload reaches it too (a server
+// drained or removed gets no more of its requests); `retired` when the virtual service is gone.
+struct ServiceSlot {
+  std::shared_ptr<Service> current;
+  bool retired = false;
+};
+
 }  // namespace ballast::proxy

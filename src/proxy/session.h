@@ -32,7 +32,7 @@ struct WorkerContext {
 // A client connection and everything it drives (L4 stream or HTTP exchanges).
 class Session : public Deferred {
  public:
-  Session(WorkerContext& ctx, std::shared_ptr<Service> service);
+  Session(WorkerContext& ctx, std::shared_ptr<ServiceSlot> slot);
   ~Session() override;
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
@@ -43,9 +43,15 @@ class Session : public Deferred {
   virtual void abort() = 0;
 
   Session* next() const { return next_; }
+  const ServiceSlot& slot() const { return *slot_; }
 
  protected:
+  // Moves to the slot's current version of the virtual service (between requests), carrying the
+  // connection's place in the counters over when the virtual service itself changed.
+  void followSlot();
+
   WorkerContext& ctx_;
+  std::shared_ptr<ServiceSlot> slot_;
   std::shared_ptr<Service> service_;
 
  private:

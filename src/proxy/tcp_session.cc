@@ -11,9 +11,9 @@
 namespace ballast::proxy {
 
 
-TcpSession::TcpSession(WorkerContext& ctx, std::shared_ptr<Service> service, int client_fd,
+TcpSession::TcpSession(WorkerContext& ctx, std::shared_ptr<ServiceSlot> slot, int client_fd,
                        const SocketAddress& peer)
-    : Session(ctx, std::move(service)),
+    : Session(ctx, std::move(slot)),
       client_fd_(client_fd),
       peer_(peer),
       to_server_(ctx.buffers),

@@ -16,7 +16,7 @@ namespace ballast::proxy {
 
 class TcpSession final : public Session, public IoHandler, public UpstreamUser, public TimerHandler {
  public:
-  TcpSession(WorkerContext& ctx, std::shared_ptr<Service> service, int client_fd,
+  TcpSession(WorkerContext& ctx, std::shared_ptr<ServiceSlot> slot, int client_fd,
              const SocketAddress& peer);
   ~TcpSession() override;
 

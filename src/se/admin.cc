@@ -186,28 +186,31 @@ void AdminServer::stop() {
 
 std::string AdminServer::route(std::string_view method, std::string_view target, bool keep_alive) {
   std::string_view path = target.substr(0, target.find('?'));
-  auto answer = [keep_alive](int status, std::string_view type, const std::string& body) {
+  auto answer = [keep_alive](int status, std::string_view type, const std::string& body,
+                             std::string_view allow = {}) {
     return "HTTP/1.1 " + std::to_string(status) + " " + http::reasonPhrase(status) +
+           (allow.empty() ? std::string() : "\r\nAllow: " + std::string(allow)) +
            "\r\nContent-Type: " + std::string(type) + "\r\nContent-Length: " +
            std::to_string(body.size()) + (keep_alive ? "" : "\r\nConnection: close") +
            "\r\n\r\n" + body;
   };
   bool get = method == "GET" || method == "HEAD";
-  auto respond = [&](int status, std::string_view type, const std::string& body) {
-    std::string r = answer(status, type, body);
+  auto respond = [&](int status, std::string_view type, const std::string& body,
+                     std::string_view allow = {}) {
+    std::string r = answer(status, type, body, allow);
     if (method == "HEAD") r.resize(r.find("\r\n\r\n") + 4);
     return r;
   };
   if (path == "/status") {
-    if (!get) return respond(405, "text/plain", "use GET\n");
+    if (!get) return respond(405, "text/plain", "use GET\n", "GET, HEAD");
     return respond(200, "application/json", handlers_.status());
   }
   if (path == "/metrics") {
-    if (!get) return respond(405, "text/plain", "use GET\n");
+    if (!get) return respond(405, "text/plain", "use GET\n", "GET, HEAD");
     return respond(200, "text/plain; version=0.0.4; charset=utf-8", handlers_.metrics());
   }
   if (path == "/reload") {
-    if (method != "POST") return respond(405, "text/plain", "use POST\n");
+    if (method != "POST") return respond(405, "text/plain", "use POST\n", "POST");
     auto [ok, report] = handlers_.reload();
     // 422: the file is invalid; the running configuration stays.
     return respond(ok ? 200 : 422, "application/json", report);

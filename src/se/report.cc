@@ -281,17 +281,18 @@ std::string renderMetrics(const proxy::Snapshot& snapshot, const EngineInfo& inf
   for (size_t i = 0; i < vs_totals.size(); ++i)
     e.histogram("ballast_vs_request_duration_seconds", vs_label(i), vs_totals[i].buckets,
                 vs_totals[i].sum_us);
-  e.family("ballast_access_log_lines_total", "counter", "Access log lines written, by target.");
-  e.family("ballast_access_log_dropped_total", "counter",
-           "Access log lines dropped because the writer could not keep up.");
   std::map<std::string, const AccessLog*> logs;
   for (const auto& log : snapshot.access_logs)
     if (log) logs[log->target()] = log.get();
-  for (auto& [target, log] : logs) {
-    std::string label = fmt::format("target=\"{}\"", escapeLabel(target));
-    e.sample("ballast_access_log_lines_total", label, static_cast<double>(log->written()));
-    e.sample("ballast_access_log_dropped_total", label, static_cast<double>(log->dropped()));
-  }
+  e.family("ballast_access_log_lines_total", "counter", "Access log lines written, by target.");
+  for (auto& [target, log] : logs)
+    e.sample("ballast_access_log_lines_total", fmt::format("target=\"{}\"", escapeLabel(target)),
+             static_cast<double>(log->written()));
+  e.family("ballast_access_log_dropped_total", "counter",
+           "Access log lines dropped because the writer could not keep up.");
+  for (auto& [target, log] : logs)
+    e.sample("ballast_access_log_dropped_total", fmt::format("target=\"{}\"", escapeLabel(target)),
+             static_cast<double>(log->dropped()));
 
   // Servers, and pools as the sum of their servers.
   struct Row {

@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <set>
@@ -65,8 +66,13 @@ std::shared_ptr<const proxy::Snapshot> ServiceEngine::build(
     std::shared_ptr<AccessLog> log;
     if (!vs.access_log.empty()) {
       auto found = access_logs_.find(vs.access_log);
+      auto same = std::find_if(config->virtual_services.begin(), config->virtual_services.end(),
+                               [&](const config::VirtualService& o) { return o.access_log == vs.access_log; });
+      size_t first = static_cast<size_t>(same - config->virtual_services.begin());
       if (found != access_logs_.end()) {
         log = found->second;
+      } else if (first < mutable_snapshot->access_logs.size()) {
+        log = mutable_snapshot->access_logs[first];  // another virtual service writes there too
       } else {
         std::string error;
         log = AccessLog::open(vs.access_log, config_->se.workers, &error);
@@ -142,6 +148,9 @@ bool ServiceEngine::start(std::string* error) {
 
   // Take the running engine's sockets (binary upgrade), then bind what is still missing: a port
   // in use is reported before anything starts.
+  // The control socket first: a second engine started on a live one refuses to start (a
+  // successor taking over binds it once the old engine has let go of it).
+  if (takeover_.empty() && !startControl(error)) return false;
   ListenerFds inherited;
   int takeover_conn = -1;
   if (!takeover_.empty()) {
@@ -192,18 +201,23 @@ bool ServiceEngine::start(std::string* error) {
     confirmTakeover(takeover_conn);  // the old engine stops accepting and drains from here
     spdlog::info("takeover: done; the previous service engine drains and exits");
   }
-  if (!config_->se.control_socket.empty()) {
-    control_ = std::make_unique<ControlServer>(
-        config_->se.control_socket, [this] { return listenerFds(); },
-        [] { kill(getpid(), SIGTERM); });  // handed over: drain as on SIGTERM
-    std::string control_error;
-    if (!control_->start(&control_error)) {
-      // Serving goes on; only the next binary upgrade is affected.
-      spdlog::error("{}", control_error);
-      control_.reset();
-    }
+  if (takeover_conn >= 0 && !startControl(error)) {
+    // We serve already and the old engine is draining: carry on; only the next binary upgrade
+    // is affected.
+    spdlog::error("{}", *error);
+    error->clear();
   }
   return true;
+}
+
+bool ServiceEngine::startControl(std::string* error) {
+  if (config_->se.control_socket.empty()) return true;
+  control_ = std::make_unique<ControlServer>(
+      config_->se.control_socket, [this] { return listenerFds(); },
+      [] { kill(getpid(), SIGTERM); });  // handed over: drain as on SIGTERM
+  if (control_->start(error)) return true;
+  control_.reset();
+  return false;
 }
 
 void ServiceEngine::startHealth() {

@@ -67,6 +67,7 @@ class ServiceEngine {
   bool openListeners(const config::Config& config, ListenerFds* inherited,
                      std::vector<std::vector<std::vector<int>>>* per_worker, std::string* error);
   void startHealth();
+  bool startControl(std::string* error);
   ListenerFds listenerFds() const;
 
   std::shared_ptr<const config::Config> config_;

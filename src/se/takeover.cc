@@ -169,7 +169,7 @@ void ControlServer::stop() {
   uint64_t one = 1;
   [[maybe_unused]] ssize_t n = ::write(stop_fd_, &one, sizeof one);
   thread_.join();
-  ::close(fd_);
+  if (fd_ >= 0) ::close(fd_);
   ::close(stop_fd_);
   fd_ = stop_fd_ = -1;
 }
@@ -186,6 +186,7 @@ void ControlServer::serve() {
     if (conn < 0) continue;
     handle(conn);
     ::close(conn);
+    if (fd_ < 0) return;  // handed over: the successor serves the control socket now
   }
 }
 
@@ -212,6 +213,9 @@ void ControlServer::handle(int conn) {
     return;
   }
   spdlog::info("takeover: the new service engine serves now; draining");
+  // Stop listening before saying so: the successor binds the control socket right after.
+  ::close(fd_);
+  fd_ = -1;
   handed_over_();
   [[maybe_unused]] ssize_t n = ::send(conn, "bye", 3, MSG_NOSIGNAL);
 }

@@ -55,7 +55,20 @@ void Worker::applyNow(const std::shared_ptr<const proxy::Snapshot>& snapshot,
     if (i < new_fds.size())
       for (int fd : new_fds[i]) kept.push_back(std::make_unique<proxy::Listener>(ctx_, service, fd));
   }
-  listeners_ = std::move(kept);  // the listeners left behind close as they are destroyed
+  // Virtual services no longer served: their listeners close, their connections drain.
+  bool retired = false;
+  for (auto& l : listeners_) {
+    if (!l) continue;
+    l->retire();
+    retired = true;
+  }
+  listeners_ = std::move(kept);
+  if (retired)
+    for (proxy::Session* s = ctx_.sessions; s != nullptr;) {
+      proxy::Session* next = s->next();
+      if (s->slot().retired) s->drain();
+      s = next;
+    }
 }
 
 void Worker::start() {

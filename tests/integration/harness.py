@@ -2025,4 +2025,62 @@ def pipelined_requests(port, requests, conns=4, batch=100, timeout=30.0):
             result[k + j * conns] = r
     return result
 
+
+def lb_config(listen_port, servers, admin_port=None, lb_algorithm=None, hash_key=None,
+              protocol="http", workers=2, vs_extra="", pool_extra="", se_extra="",
+              health_monitors=(), pool_monitors=None, outlier=None, retries=None, timeouts=None):
+    """A one-virtual-service configuration whose servers carry settings. servers: addresses, or
+    dicts {"address": ..., "weight": 2, "enabled": False, "drain": True, "max_connections": 2}.
+    hash_key / outlier / timeouts: flow-map text, e.g. "{type: header, name: X-User}".
+    health_monitors: flow maps for the top-level list; pool_monitors: names for the pool."""
+    def flow(item):
+        if isinstance(item, str):
+            return f"{{address: {item}}}"
+        parts = []
+        for k, v in item.items():
+            if isinstance(v, bool):
+                v = "true" if v else "false"
+            parts.append(f"{k}: {v}")
+        return "{" + ", ".join(parts) + "}"
+    lines = ["se:", f"  workers: {workers}"]
+    if admin_port:
+        lines.append(f"  admin: 127.0.0.1:{admin_port}")
+    if se_extra:
+        lines.append(se_extra.rstrip("\n"))
+    lines += ["virtual_services:", "  - name: vs", f"    listen: 127.0.0.1:{listen_port}",
+              f"    protocol: {protocol}", "    pool: p"]
+    if retries is not None:
+        lines.append(f"    retries: {retries}")
+    if timeouts:
+        lines.append(f"    timeouts: {timeouts}")
+    if vs_extra:
+        lines.append(vs_extra.rstrip("\n"))
+    lines += ["pools:", "  - name: p"]
+    if lb_algorithm:
+        lines.append(f"    lb_algorithm: {lb_algorithm}")
+    if hash_key:
+        lines.append(f"    hash_key: {hash_key}")
+    if pool_monitors:
+        lines.append(f"    health_monitors: [{', '.join(pool_monitors)}]")
+    if outlier:
+        lines.append(f"    outlier_detection: {outlier}")
+    lines.append("    servers:")
+    lines += [f"      - {flow(s)}" for s in servers]
+    if pool_extra:
+        lines.append(pool_extra.rstrip("\n"))
+    if health_monitors:
+        lines.append("health_monitors:")
+        lines += [f"  - {m}" for m in health_monitors]
+    return "\n".join(lines) + "\n"
+
+
+def start_lb(case, servers, **kw):
+    """Starts ballast on lb_config(...) without connecting to the virtual service (a probe
+    connection would take a turn); registers it with the test case. Returns (ballast, port,
+    admin port)."""
+    port, admin = free_port(), free_port()
+    b = case.track(Ballast(lb_config(port, servers, admin, **kw), wait_ports=(admin,)))
+    wait_listening(b, port)
+    return b, port, admin
+
 # ---- END lb-helpers

@@ -9,10 +9,11 @@ import socket
 import time
 import unittest
 
-from harness import (Ballast, CannedHttpBackend, HttpBackend, HttpConn, LoadGenerator,
-                     QuietBallastTestCase, RawBackend, admin_post, connect_refused, free_port,
-                     http_get, listening_sockets, metrics, process_socket_inodes, status,
-                     wait_listening, wait_port, wait_until, write_file_atomic)
+from harness import (Ballast, CannedHttpBackend, ConnectionClosed, HttpBackend, HttpConn,
+                     LoadGenerator, QuietBallastTestCase, RawBackend, admin_post,
+                     connect_refused, free_port, http_get, listening_sockets, metrics,
+                     process_socket_inodes, status, wait_listening, wait_port, wait_until,
+                     write_file_atomic)
 
 
 def make_config(admin, services, pools, workers=2, se_extra="", monitors=""):
@@ -61,6 +62,10 @@ class ReloadBase(QuietBallastTestCase):
         for port in wait:
             wait_listening(b, port)
         return b
+
+    def stop_clean(self, b):
+        out = b.output()
+        self.assertEqual(b.stop(), 0, out)
 
     def generation(self, admin):
         return metrics(admin).get("ballast_config_generation")
@@ -123,7 +128,7 @@ class ReloadUnderLoad(ReloadBase):
         self.assertTrue(st["reload"]["ok"])
         self.assertEqual(st["reload"]["errors"], [])
         self.assertIsNone(b.proc.poll())
-        self.assertEqual(b.stop(), 0, b.output())
+        self.stop_clean(b)
 
 
 class InvalidConfig(ReloadBase):
@@ -217,7 +222,7 @@ class InvalidConfig(ReloadBase):
                 self.assertEqual(self.reloads(admin), (0, failed))
                 self.assertEqual(status(admin)["reload"]["ok"], False)
         self.assertIsNone(b.proc.poll())
-        self.assertEqual(b.stop(), 0, b.output())
+        self.stop_clean(b)
 
 
 class ListenersAcrossReloads(ReloadBase):
@@ -253,7 +258,7 @@ class ListenersAcrossReloads(ReloadBase):
         write_file_atomic(b.config_path, both)
         self.assertEqual(reload_post(admin)[0], 200)
         self.assertEqual(body_of(p1), (200, b"b1"))
-        self.assertEqual(b.stop(), 0, b.output())
+        self.stop_clean(b)
 
     def test_kept_address_keeps_its_sockets_through_pool_protocol_and_name_changes(self):
         banner = b"220 server speaks first\r\n"
@@ -303,7 +308,7 @@ class ListenersAcrossReloads(ReloadBase):
         self.assertEqual(reload_post(admin)[0], 200)
         self.assertEqual(own_listeners(b.pid, port), before)
         self.assertEqual(body_of(port), (200, b"web"))
-        self.assertEqual(b.stop(), 0, b.output())
+        self.stop_clean(b)
 
     def test_unbindable_new_address_refuses_the_whole_reload(self):
         b1 = self.track(CannedHttpBackend(b"b1"))
@@ -343,7 +348,7 @@ class ListenersAcrossReloads(ReloadBase):
         self.assertEqual(code, 200, report)
         self.assertEqual(body_of(port), (200, b"b2"))
         self.assertEqual(body_of(taken), (200, b"b2"))
-        self.assertEqual(b.stop(), 0, b.output())
+        self.stop_clean(b)
 
 
 class InFlight(ReloadBase):
@@ -371,7 +376,104 @@ class InFlight(ReloadBase):
             self.assertEqual(body_of(port), (200, b"new"))
             r = c.read_response()
             self.assertEqual((r.status, r.body), (200, b"old /slow"))
-        self.assertEqual(b.stop(), 0, b.output())
+        self.stop_clean(b)
+
+
+class KeepAliveAcrossReload(ReloadBase):
+    """Issue 3: "in-flight requests finish on the snapshot they started with". A keep-alive
+    connection opened before a reload is not a request in flight: its next requests follow the
+    new configuration, or ballast ends the connection (Connection: close, or closing it while
+    idle) so that the client comes back on a new one, as HAProxy's and Envoy's reloads do. The
+    client here behaves like a real one: it reconnects when the connection is closed, and
+    resends an idempotent GET that got no response byte on a reused connection."""
+
+    def client(self, port):
+        state = {"conn": HttpConn(port), "resent": 0, "reconnects": 0}
+
+        def get():
+            for _ in range(3):
+                if state["conn"] is None:
+                    state["conn"] = HttpConn(port)
+                    state["reconnects"] += 1
+                c = state["conn"]
+                try:
+                    c.request("GET", "/")
+                    r = c.read_response()
+                except (OSError, ConnectionClosed):
+                    c.close()
+                    state["conn"] = None
+                    state["resent"] += 1
+                    continue
+                if "close" in r.header_list("connection"):
+                    c.close()
+                    state["conn"] = None
+                return r
+            raise AssertionError("no response after 3 attempts")
+        return state, get
+
+    def test_requests_on_an_old_keep_alive_connection_leave_a_removed_server(self):
+        b1 = self.track(CannedHttpBackend(b"b1"))
+        b2 = self.track(CannedHttpBackend(b"b2"))
+        port, admin = free_port(), free_port()
+        b = self.start(make_config(admin, [("web", port, "http", "p", "")],
+                                   [("p", [b1.address], "")]), wait=(port,))
+        wait_port(admin)
+        state, get = self.client(port)
+        self.assertEqual(get().body, b"b1")
+        write_file_atomic(b.config_path, make_config(admin, [("web", port, "http", "p", "")],
+                                                     [("p", [b2.address], "")]))
+        self.assertEqual(reload_post(admin)[0], 200)
+        b1_before = b1.requests
+        deadline = time.monotonic() + 5
+        bodies = []
+        while time.monotonic() < deadline:
+            r = get()
+            self.assertEqual(r.status, 200)
+            bodies.append(r.body)
+            if r.body == b"b2":
+                break
+            time.sleep(0.05)
+        self.assertEqual(bodies[-1], b"b2",
+                         f"5 s after the reload, {b1.requests - b1_before} requests still went to "
+                         f"the removed server over the connection opened before it")
+        if state["conn"] is not None:
+            state["conn"].close()
+        self.stop_clean(b)
+
+    def test_old_keep_alive_connection_of_a_removed_service_is_ended(self):
+        b1 = self.track(CannedHttpBackend(b"b1"))
+        port, other, admin = free_port(), free_port(), free_port()
+        pools = [("p", [b1.address], "")]
+        b = self.start(make_config(admin, [("web", port, "http", "p", ""),
+                                           ("gone", other, "http", "p", "")], pools),
+                       wait=(port, other))
+        wait_port(admin)
+        c = HttpConn(other)
+        self.addCleanup(c.close)
+        c.request("GET", "/")
+        self.assertEqual(c.read_response().status, 200)
+        write_file_atomic(b.config_path, make_config(admin, [("web", port, "http", "p", "")],
+                                                     pools))
+        self.assertEqual(reload_post(admin)[0], 200)
+        self.assertTrue(connect_refused(other))
+        served = 0
+        deadline = time.monotonic() + 5
+        ended = False
+        while time.monotonic() < deadline:
+            try:
+                c.request("GET", "/")
+                r = c.read_response()
+            except (OSError, ConnectionClosed):
+                ended = True
+                break
+            served += 1
+            if "close" in r.header_list("connection"):
+                ended = True
+                break
+            time.sleep(0.05)
+        self.assertTrue(ended, f"the removed service still served {served} requests over 5 s "
+                               f"on a connection opened before the reload")
+        self.stop_clean(b)
 
 
 class StateCarriesOver(ReloadBase):
@@ -386,16 +488,16 @@ class StateCarriesOver(ReloadBase):
         bad = self.track(HttpBackend("bad", handler=failing_health))
         extra = self.track(CannedHttpBackend(b"extra"))
         port, admin = free_port(), free_port()
-        monitors = ("  - { name: hc, type: http, interval: 1s, timeout: 500ms, rise: 1, fall: 1,"
+        monitors = ("  - { name: hc, type: http, interval: 500ms, timeout: 400ms, rise: 1, fall: 2,"
                     " request: \"GET /health\" }")
         before_conf = make_config(admin, [("web", port, "http", "p", "")],
                                   [("p", [good.address, bad.address], "    health_monitors: [hc]")],
                                   monitors=monitors)
-        # Same servers (by pool/address), plus one, other weights and algorithm.
+        # Same servers (by pool/address), plus one, other weights and retries.
         after_conf = make_config(
             admin, [("web", port, "http", "p", "    retries: 1")],
             [("p", [f"{{ address: {good.address}, weight: 2 }}", bad.address, extra.address],
-              "    health_monitors: [hc]\n    lb_algorithm: least_connections")],
+              "    health_monitors: [hc]")],
             monitors=monitors)
         b = self.start(before_conf, wait=(port,))
         wait_port(admin)
@@ -434,7 +536,7 @@ class StateCarriesOver(ReloadBase):
         self.assertEqual(server(st, good.address)["requests"] + server(st, extra.address)["requests"],
                          good_requests + 12)
         self.assertEqual(st["virtual_services"][0]["requests"], vs_requests + 12)
-        self.assertEqual(b.stop(), 0, b.output())
+        self.stop_clean(b)
 
 
 class RestartOnlySettings(ReloadBase):
@@ -460,7 +562,7 @@ class RestartOnlySettings(ReloadBase):
         self.assertEqual(len(own_listeners(b.pid, port)), 2)
         self.assertTrue(connect_refused(other_admin))
         self.assertIn("se.workers", b.output())
-        self.assertEqual(b.stop(), 0, b.output())
+        self.stop_clean(b)
 
     def test_header_size_needing_larger_buffers_is_refused(self):
         b1 = self.track(CannedHttpBackend(b"b1"))
@@ -476,7 +578,7 @@ class RestartOnlySettings(ReloadBase):
         self.assertEqual(code, 422, report)
         self.assertTrue(any("restart" in e for e in report["errors"]), report)
         self.assertEqual(body_of(port), (200, b"b1"))
-        self.assertEqual(b.stop(), 0, b.output())
+        self.stop_clean(b)
 
 
 if __name__ == "__main__":

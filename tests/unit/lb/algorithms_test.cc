@@ -169,15 +169,25 @@ TEST(LeastConnections, PrefersTheLeastLoadedServer) {
 TEST(LeastConnections, LoadIsRelativeToWeight) {
   Pool pool = makePool({1, 3});
   LeastConnections lb(pool);
-  setInFlight(pool.servers[0], 1);  // (1+1)/1 = 2
-  setInFlight(pool.servers[1], 4);  // (4+1)/3 < 2
+  setInFlight(pool.servers[0], 1);  // 1/1
+  setInFlight(pool.servers[1], 2);  // 2/3 < 1
   EXPECT_EQ(lb.pick({})->index, 1u);
-  setInFlight(pool.servers[1], 6);  // (6+1)/3 > 2
+  setInFlight(pool.servers[1], 4);  // 4/3 > 1
   EXPECT_EQ(lb.pick({})->index, 0u);
-  setInFlight(pool.servers[1], 5);  // (5+1)/3 == 2: a tie, taken in turns
+  setInFlight(pool.servers[1], 3);  // 3/3 == 1: a tie, shared by weight
   auto counts = countPicks(lb, 100);
-  EXPECT_EQ(counts[0], 50);
-  EXPECT_EQ(counts[1], 50);
+  EXPECT_EQ(counts[0], 25);
+  EXPECT_EQ(counts[1], 75);
+}
+
+TEST(LeastConnections, IdleServersShareByWeight) {
+  // Requests one after another never overlap: every pick sees idle servers, and the weights
+  // still decide the shares (a "+1" rule would send them all to the heaviest server).
+  Pool pool = makePool({1, 2});
+  LeastConnections lb(pool);
+  auto counts = countPicks(lb, 300);
+  EXPECT_EQ(counts[0], 100);
+  EXPECT_EQ(counts[1], 200);
 }
 
 TEST(LeastConnections, TiesAreTakenInTurns) {
@@ -248,8 +258,9 @@ TEST(LeastConnections, FairAcrossTwoWorkersWithLongAndShortRequests) {
     worst_spread = std::max(worst_spread, static_cast<int>(hi - lo));
   }
   // The engine-wide counts stay level although each worker sees its own requests only through
-  // the sum: the slow server is given fewer requests, as many as it can keep up with.
-  EXPECT_LE(worst_spread, 1);
+  // the sum (several requests ending at one server in the same step can open a gap of 2 for a
+  // moment): the slow server is given fewer requests, as many as it can keep up with.
+  EXPECT_LE(worst_spread, 2);
   EXPECT_LT(picks[0], 20000 * 0.08);
   EXPECT_NEAR(picks[1], picks[2], 20000 * 0.02);
   EXPECT_GT(per_worker_max[0], 0u);
