@@ -418,7 +418,9 @@ class UnderLoad(AccessLogBase):
         self.assertEqual(len(objs), written)
         self.assertGreaterEqual(req, wrk_requests)
         self.assertLessEqual(req, wrk_requests + 16)  # requests cut off when wrk stopped
-        self.assertGreaterEqual(wrk_requests, 20000, "not enough load for this test")
+        # Enough lines for concurrency between the workers' buffers and the writer to matter;
+        # not a throughput target (the sanitizer build is several times slower).
+        self.assertGreaterEqual(wrk_requests, 2000, "not enough load for this test")
         self.assertGreaterEqual(sum(1 for o in objs if o["status"] == 200), wrk_requests - dropped)
         st = status(admin)["virtual_services"][0]["access_log"]
         self.assertEqual(st, {"target": log, "lines": written, "dropped": dropped})
