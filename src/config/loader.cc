@@ -386,15 +386,29 @@ class Loader {
     // Before pools, which name monitors.
     if (const Field* monitors = top.get("health_monitors");
         monitors != nullptr && read_.isList(*monitors)) {
-      loadHealthMonitors(*monitors);
+      forEachMap(*monitors, &Loader::loadHealthMonitor);
     }
     if (const Field* pools = top.get("pools"); pools != nullptr && read_.isList(*pools)) {
-      loadPools(*pools);
+      forEachMap(*pools, &Loader::loadPool);
     }
     if (const Field* vss = top.get("virtual_services"); vss != nullptr && read_.isList(*vss)) {
-      loadVirtualServices(*vss);
+      forEachMap(*vss, &Loader::loadVirtualService);
     }
     checkPoolReferences();
+  }
+
+  // Calls load(item, "list[i]") for each item of a list of maps (an item that is not a map is an
+  // error).
+  void forEachMap(const Field& field, void (Loader::*load)(const YAML::Node&, const std::string&)) {
+    size_t i = 0;
+    for (const YAML::Node& item : field.value) {
+      std::string path = indexPath(field.path, i++);
+      if (!item.IsMap()) {
+        errors_.add(lineOf(item), path, "expected a map");
+        continue;
+      }
+      (this->*load)(item, path);
+    }
   }
 
   // Rejects a stream of several documents. Also catches input that yaml-cpp 0.7 cannot parse
@@ -465,18 +479,6 @@ class Loader {
       } else {
         errors_.add(*f, "expected one of: memory, redis");
       }
-    }
-  }
-
-  void loadVirtualServices(const Field& field) {
-    size_t i = 0;
-    for (const YAML::Node& item : field.value) {
-      std::string path = indexPath(field.path, i++);
-      if (!item.IsMap()) {
-        errors_.add(lineOf(item), path, "expected a map");
-        continue;
-      }
-      loadVirtualService(item, path);
     }
   }
 
@@ -581,18 +583,6 @@ class Loader {
     }
 
     config_.virtual_services.push_back(std::move(vs));
-  }
-
-  void loadPools(const Field& field) {
-    size_t i = 0;
-    for (const YAML::Node& item : field.value) {
-      std::string path = indexPath(field.path, i++);
-      if (!item.IsMap()) {
-        errors_.add(lineOf(item), path, "expected a map");
-        continue;
-      }
-      loadPool(item, path);
-    }
   }
 
   void loadPool(const YAML::Node& node, const std::string& path) {
@@ -774,18 +764,6 @@ class Loader {
     }
     if (const Field* f = map.get("panic_threshold")) {
       read_.integer(*f, 0, 100, &od->panic_threshold);
-    }
-  }
-
-  void loadHealthMonitors(const Field& field) {
-    size_t i = 0;
-    for (const YAML::Node& item : field.value) {
-      std::string path = indexPath(field.path, i++);
-      if (!item.IsMap()) {
-        errors_.add(lineOf(item), path, "expected a map");
-        continue;
-      }
-      loadHealthMonitor(item, path);
     }
   }
 
