@@ -22,6 +22,13 @@ int main(int argc, char** argv) {
                  "socket (binary upgrade); it drains and exits once this one serves");
   se->set_version_flag("--version", std::string("ballast ") + BALLAST_VERSION);
 
+  CLI::App* state = se->add_subcommand(
+      "state", "Print a running service engine's shared state (its admin GET /state)");
+  std::string state_admin, state_config, state_key;
+  state->add_option("--admin", state_admin, "Admin address of the engine (host:port)");
+  state->add_option("--config", state_config, "Or: its configuration file (for se.admin)");
+  state->add_option("--key", state_key, "Show one entry: <virtual service>:<client key>");
+
   // Name a mistyped command rather than only saying that one is required.
   if (argc > 1 && argv[1][0] != '-' && std::string(argv[1]) != "se") {
     std::fprintf(stderr, "ballast: unknown command '%s' (commands: se; see ballast --help)\n", argv[1]);
@@ -38,6 +45,7 @@ int main(int argc, char** argv) {
     int code = app.exit(e);
     return code == 0 ? 0 : 2;
   }
+  if (state->parsed()) return ballast::se::printState(state_admin, state_config, state_key);
   if (se->parsed()) {
     if (!check_path.empty()) return ballast::se::checkConfig(check_path);
     if (config_path.empty()) {

@@ -60,6 +60,17 @@ const char* toString(MonitorType t) {
   return "unknown";
 }
 
+const char* toString(PersistenceType t) {
+  switch (t) {
+    case PersistenceType::None: return "none";
+    case PersistenceType::ClientIp: return "client_ip";
+    case PersistenceType::HttpHeader: return "http_header";
+    case PersistenceType::HttpCookie: return "http_cookie";
+    case PersistenceType::AppCookie: return "app_cookie";
+  }
+  return "unknown";
+}
+
 const HealthMonitor* Config::findMonitor(const std::string& name) const {
   for (const HealthMonitor& m : health_monitors)
     if (m.name == name) return &m;

@@ -20,6 +20,7 @@ enum class Protocol { Tcp, Http };
 enum class LbAlgorithm { RoundRobin, LeastConnections, LeastResponseTime, RandomTwoChoices, ConsistentHash };
 enum class HashKeyType { ClientIp, Header, Path, Cookie };
 enum class MonitorType { Tcp, Http, Https };
+enum class PersistenceType { None, ClientIp, HttpHeader, HttpCookie, AppCookie };
 
 struct SeSettings {
   unsigned workers = 0;                         // 0 in the file is invalid; default = number of cores
@@ -32,8 +33,31 @@ struct SeSettings {
   std::string control_socket;
 };
 
+struct RedisSettings {
+  SocketAddress address;                        // resolved at load
+  std::string address_text = "127.0.0.1:6379";
+  std::string password_file;                    // "" = no AUTH
+  std::string password;                         // read from password_file at load
+  std::string prefix = "ballast";               // keys: "{prefix}:v1:persist:{vs}:{key}"
+  Duration connect_timeout = std::chrono::seconds(1);
+  Duration timeout = std::chrono::milliseconds(200);  // per command; then decide without the store
+};
+
 struct StoreSettings {
-  std::string type = "memory";                 // only "memory" for now
+  std::string type = "memory";                 // memory | redis
+  RedisSettings redis;
+  uint32_t cache_size = 100000;                // entries this engine keeps (LRU) to skip round trips
+};
+
+// Session persistence: a client keeps its server, the same on every engine sharing the store.
+struct Persistence {
+  PersistenceType type = PersistenceType::None;
+  Duration timeout = std::chrono::seconds(300); // an entry lives this long after its last use
+  std::string header;                           // http_header: the field naming the client
+  std::string cookie;                           // http_cookie: the cookie Ballast sets (default
+                                                // "BALLAST_SERVER"); app_cookie: the server's
+  uint32_t ipv4_prefix = 32;                    // client_ip: clients grouped by network
+  uint32_t ipv6_prefix = 128;
 };
 
 struct VsTimeouts {
@@ -59,6 +83,7 @@ struct VirtualService {
   // empty response only for idempotent requests that can be sent again). 0..10, default 2.
   uint32_t retries = 2;
   std::string access_log;                       // "" = off, "stdout", or a file path
+  Persistence persistence;                      // type None: off
   int line = 0;                                 // where it was defined, for messages
 };
 
@@ -159,5 +184,6 @@ const char* toString(Protocol p);
 const char* toString(LbAlgorithm a);
 const char* toString(HashKeyType t);
 const char* toString(MonitorType t);
+const char* toString(PersistenceType t);
 
 }  // namespace ballast::config

@@ -31,6 +31,52 @@ constexpr size_t kMaxSocketPath = 107;
 
 constexpr const char* kTokenChars = "A-Z a-z 0-9 !#$%&'*+-.^_`|~";
 
+// The longest password read from store.redis.password_file.
+constexpr size_t kMaxPassword = 4096;
+
+// Persistence entries live at most this long after their last use.
+constexpr Duration kMaxPersistenceTimeout = std::chrono::hours(30 * 24);
+
+// The content of a file holding a secret (a password), without trailing whitespace, or nullopt
+// after setting *problem. The secret never appears in a message.
+std::optional<std::string> readSecretFile(const std::string& path, std::string* problem) {
+  auto cannotRead = [&](int error_number) {
+    *problem = "cannot read \"" + path + "\": " + std::strerror(error_number);
+    return std::nullopt;
+  };
+  // O_NONBLOCK: a FIFO without a writer reads as empty instead of stalling the load.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return cannotRead(errno);
+  std::string text;
+  char buffer[1024];
+  int error_number = 0;
+  bool end = false;
+  // Stops at twice the limit (room for trailing whitespace): a file may be endless (/dev/zero).
+  while (!end && text.size() <= 2 * kMaxPassword) {
+    ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      error_number = errno;
+      break;
+    }
+    end = n == 0;
+    text.append(buffer, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  if (error_number != 0) return cannotRead(error_number);
+  std::string_view secret = stripTrailingWhitespace(text);
+  if (!end || secret.size() > kMaxPassword) {
+    *problem = "\"" + path + "\" is too long for a password (at most " +
+               std::to_string(kMaxPassword) + " bytes)";
+    return std::nullopt;
+  }
+  if (secret.empty()) {
+    *problem = "\"" + path + "\" is empty";
+    return std::nullopt;
+  }
+  return std::string(secret);
+}
+
 // Why `path` cannot be a file that the service engine creates or opens when it starts (an access
 // log, a Unix socket), or "" when it can. The file itself need not exist; its directory must.
 std::string filePathProblem(const std::string& path) {
@@ -325,6 +371,9 @@ class Loader {
   explicit Loader(const std::string& source) : errors_(source), read_(errors_) {
     config_.source = source;
     config_.se.workers = defaultWorkers();
+    if (auto address = SocketAddress::parseLiteral(config_.store.redis.address_text, nullptr)) {
+      config_.store.redis.address = *address;
+    }
   }
 
   LoadResult load(const std::string& text) {
@@ -469,24 +518,84 @@ class Loader {
   }
 
   void loadStore(const Field& field) {
-    MapFields map(errors_, field.value, field.path, {"type"}, {"redis"});
-    std::string type;
-    if (const Field* f = map.get("type"); f != nullptr && read_.string(*f, &type)) {
-      if (type == "memory") {
-        config_.store.type = type;
-      } else if (type == "redis") {
-        errors_.add(*f, "redis is not supported yet");
-      } else {
-        errors_.add(*f, "expected one of: memory, redis");
+    MapFields map(errors_, field.value, field.path, {"type", "redis", "cache_size"});
+    StoreSettings& store = config_.store;
+    // Read first: it decides whether redis is allowed. With an invalid type, redis is checked as
+    // if the type were redis.
+    bool redis_allowed = false;
+    if (const Field* f = map.get("type")) {
+      redis_allowed = true;
+      std::string type;
+      if (read_.string(*f, &type)) {
+        if (type == "memory" || type == "redis") {
+          store.type = type;
+          redis_allowed = type == "redis";
+        } else {
+          errors_.add(*f, "expected one of: memory, redis");
+        }
       }
+    }
+    if (const Field* f = map.get("redis")) {
+      if (!redis_allowed) {
+        errors_.add(*f, "only for type redis");
+      } else if (read_.isMap(*f)) {
+        loadRedis(*f, &store.redis);
+      }
+    }
+    if (const Field* f = map.get("cache_size")) {
+      read_.integer(*f, 0, 10'000'000, &store.cache_size);
+    }
+  }
+
+  void loadRedis(const Field& field, RedisSettings* redis) {
+    MapFields map(errors_, field.value, field.path,
+                  {"address", "password_file", "prefix", "connect_timeout", "timeout"});
+    if (const Field* f = map.get("address")) {
+      std::string text;
+      if (read_.string(*f, &text)) {
+        std::string error;
+        if (auto address = SocketAddress::resolve(text, &error)) {
+          redis->address = *address;
+          redis->address_text = text;
+        } else {
+          errors_.add(*f, error);
+        }
+      }
+    }
+    // "" (as in `password_file: ""`) is the same as no key: no AUTH.
+    if (const Field* f = map.get("password_file")) {
+      std::string path;
+      if (read_.string(*f, &path) && !path.empty()) {
+        std::string problem;
+        if (std::optional<std::string> password = readSecretFile(path, &problem)) {
+          redis->password_file = path;
+          redis->password = std::move(*password);
+        } else {
+          errors_.add(*f, problem);
+        }
+      }
+    }
+    if (const Field* f = map.get("prefix")) {
+      if (f->value.IsScalar() && isValidKeyPrefix(f->value.Scalar())) {
+        redis->prefix = f->value.Scalar();
+      } else {
+        errors_.add(*f, "expected a prefix of 1-64 characters from A-Z a-z 0-9 _ . - :");
+      }
+    }
+    if (const Field* f = map.get("connect_timeout")) {
+      read_.duration(*f, Duration(0), std::chrono::minutes(1), /*positive=*/true,
+                     &redis->connect_timeout);
+    }
+    if (const Field* f = map.get("timeout")) {
+      read_.duration(*f, Duration(0), std::chrono::seconds(10), /*positive=*/true, &redis->timeout);
     }
   }
 
   void loadVirtualService(const YAML::Node& node, const std::string& path) {
     MapFields map(errors_, node, path,
                   {"name", "listen", "protocol", "pool", "max_connections", "max_header_size",
-                   "max_headers", "x_forwarded_for", "timeouts", "retries", "access_log"},
-                  {"persistence"});
+                   "max_headers", "x_forwarded_for", "timeouts", "retries", "access_log",
+                   "persistence"});
     VirtualService vs;
     vs.line = map.line();
 
@@ -582,7 +691,97 @@ class Loader {
       }
     }
 
+    if (const Field* f = map.get("persistence"); f != nullptr && read_.isMap(*f)) {
+      loadPersistence(*f, is_tcp, &vs.persistence);
+    }
+
     config_.virtual_services.push_back(std::move(vs));
+  }
+
+  // virtual_services[].persistence. `tcp`: the service is tcp, so only client_ip works.
+  void loadPersistence(const Field& field, bool tcp, Persistence* persistence) {
+    if (field.value.IsNull()) {  // "persistence:" with nothing: the map's line would mislead
+      errors_.add(field.line, joinPath(field.path, "type"), "required key is missing");
+      return;
+    }
+    MapFields map(errors_, field.value, field.path,
+                  {"type", "timeout", "header", "cookie", "ipv4_prefix", "ipv6_prefix"});
+
+    // Read first: it decides which other keys are allowed. With an invalid or missing type, every
+    // key is allowed and checked for its syntax.
+    std::optional<PersistenceType> type;
+    if (read_.requireField(map, "type")) {
+      static constexpr std::pair<std::string_view, PersistenceType> kTypes[] = {
+          {"client_ip", PersistenceType::ClientIp},
+          {"http_header", PersistenceType::HttpHeader},
+          {"http_cookie", PersistenceType::HttpCookie},
+          {"app_cookie", PersistenceType::AppCookie},
+      };
+      const Field& f = *map.get("type");
+      std::string text;
+      if (read_.string(f, &text)) {
+        auto it = std::find_if(std::begin(kTypes), std::end(kTypes),
+                               [&](const auto& entry) { return entry.first == text; });
+        if (it == std::end(kTypes)) {
+          errors_.add(f, "expected one of: client_ip, http_header, http_cookie, app_cookie");
+        } else {
+          type = it->second;
+          persistence->type = it->second;
+          // A tcp service has no HTTP header or cookie to key on.
+          if (tcp && it->second != PersistenceType::ClientIp) {
+            errors_.add(f, "only client_ip persistence works for protocol tcp");
+          }
+        }
+      }
+    }
+
+    // A key of another type is an error, so that a setting that would do nothing is caught.
+    auto forTypes = [&](std::string_view key, std::initializer_list<PersistenceType> types,
+                        const char* names) -> const Field* {
+      const Field* f = map.get(key);
+      if (f != nullptr && type && std::find(types.begin(), types.end(), *type) == types.end()) {
+        errors_.add(*f, std::string("only for type ") + names);
+        return nullptr;
+      }
+      return f;
+    };
+
+    if (const Field* f = map.get("timeout")) {
+      read_.duration(*f, std::chrono::seconds(1), kMaxPersistenceTimeout, /*positive=*/false,
+                     &persistence->timeout);
+    }
+
+    if (const Field* f = forTypes("header", {PersistenceType::HttpHeader}, "http_header")) {
+      if (f->value.IsScalar() && isToken(f->value.Scalar())) {
+        persistence->header = f->value.Scalar();
+      } else {
+        errors_.add(*f, std::string("expected a header field name (a token of ") + kTokenChars +
+                            ")");
+      }
+    } else if (type == PersistenceType::HttpHeader) {
+      read_.requireField(map, "header");
+    }
+
+    if (const Field* f =
+            forTypes("cookie", {PersistenceType::HttpCookie, PersistenceType::AppCookie},
+                     "http_cookie or app_cookie")) {
+      if (f->value.IsScalar() && isToken(f->value.Scalar())) {
+        persistence->cookie = f->value.Scalar();
+      } else {
+        errors_.add(*f, std::string("expected a cookie name (a token of ") + kTokenChars + ")");
+      }
+    } else if (type == PersistenceType::AppCookie) {
+      read_.requireField(map, "cookie");
+    } else if (type == PersistenceType::HttpCookie) {
+      persistence->cookie = "BALLAST_SERVER";
+    }
+
+    if (const Field* f = forTypes("ipv4_prefix", {PersistenceType::ClientIp}, "client_ip")) {
+      read_.integer(*f, 1, 32, &persistence->ipv4_prefix);
+    }
+    if (const Field* f = forTypes("ipv6_prefix", {PersistenceType::ClientIp}, "client_ip")) {
+      read_.integer(*f, 1, 128, &persistence->ipv6_prefix);
+    }
   }
 
   void loadPool(const YAML::Node& node, const std::string& path) {

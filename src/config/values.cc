@@ -144,6 +144,25 @@ bool isValidName(std::string_view name) {
   return true;
 }
 
+bool isValidKeyPrefix(std::string_view prefix) {
+  if (prefix.empty() || prefix.size() > 64) return false;
+  for (char c : prefix) {
+    bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || isDigit(c) || c == '_' ||
+              c == '.' || c == '-' || c == ':';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+std::string_view stripTrailingWhitespace(std::string_view text) {
+  size_t end = text.size();
+  while (end > 0 && (text[end - 1] == ' ' || text[end - 1] == '\t' || text[end - 1] == '\r' ||
+                     text[end - 1] == '\n' || text[end - 1] == '\v' || text[end - 1] == '\f')) {
+    --end;
+  }
+  return text.substr(0, end);
+}
+
 bool isToken(std::string_view text) {
   if (text.empty()) return false;
   for (char c : text) {

@@ -35,6 +35,14 @@ std::string formatSize(uint64_t bytes);
 // Names of virtual services, pools and health monitors: 1-64 characters from [A-Za-z0-9_.-].
 bool isValidName(std::string_view name);
 
+// The prefix of the data store's keys ("{prefix}:v1:persist:..."): 1-64 characters from
+// [A-Za-z0-9_.-:].
+bool isValidKeyPrefix(std::string_view prefix);
+
+// The text without trailing whitespace (space, tab, CR, LF, VT, FF): a secret read from a file
+// usually ends with a newline that is not part of it.
+std::string_view stripTrailingWhitespace(std::string_view text);
+
 // An HTTP token (RFC 9110 section 5.6.2): one or more of A-Z a-z 0-9 !#$%&'*+-.^_`|~. Header
 // field names, methods and cookie names (RFC 6265) are tokens.
 bool isToken(std::string_view text);

@@ -44,6 +44,18 @@ int listenTcp(const SocketAddress& address, const ListenOptions& options, std::s
   return fd;
 }
 
+bool addressInUse(const SocketAddress& address) {
+  int fd = ::socket(address.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  setFlag(fd, SOL_SOCKET, SO_REUSEADDR);
+  setFlag(fd, address.family() == AF_INET6 ? SOL_IPV6 : SOL_IP,
+          address.family() == AF_INET6 ? IPV6_FREEBIND : IP_FREEBIND);
+  if (address.family() == AF_INET6) setFlag(fd, IPPROTO_IPV6, IPV6_V6ONLY);
+  bool in_use = ::bind(fd, address.sockaddrPtr(), address.length()) != 0 && errno == EADDRINUSE;
+  ::close(fd);
+  return in_use;
+}
+
 int connectTcp(const SocketAddress& address) {
   int fd = ::socket(address.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return -1;

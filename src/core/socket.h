@@ -20,6 +20,11 @@ struct ListenOptions {
 // Returns a listening socket, or -1 with *error set ("bind 127.0.0.1:80: Address in use").
 int listenTcp(const SocketAddress& address, const ListenOptions& options, std::string* error);
 
+// Whether a socket already listens on the address, in this process or another: a plain bind
+// (without SO_REUSEPORT) fails then. SO_REUSEPORT would otherwise let a second engine started by
+// mistake share the port silently.
+bool addressInUse(const SocketAddress& address);
+
 // Starts a non-blocking connect. Returns the fd (connected or in progress) or -1 with errno set.
 int connectTcp(const SocketAddress& address);
 

@@ -76,6 +76,7 @@ struct alignas(64) VsCounters {
   std::array<Counter, 5> responses;  // 1xx..5xx
   std::array<Counter, kErrorKinds> errors;
   Counter retries;                   // further attempts on another server
+  std::array<Counter, 6> persistence;  // persistence decisions by outcome (proxy::PersistOutcome)
   Histogram request_duration;        // first byte of request -> last byte of response
 };
 

@@ -256,6 +256,7 @@ size_t serializeResponseHead(const ResponseHead& head, const ResponseForwarding&
   } else if (fwd.client_http10) {
     w.put("Connection: keep-alive\r\n");
   }
+  w.put(fwd.extra_fields);
   w.put("\r\n");
   return w.result();
 }

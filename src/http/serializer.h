@@ -27,6 +27,7 @@ struct ResponseForwarding {
   bool close = false;      // the client connection closes after this response: "Connection: close"
   bool client_http10 = false;  // 1.0 client kept alive: "Connection: keep-alive"
   bool dechunk = false;    // body is sent without chunk framing (1.0 client): no Transfer-Encoding
+  std::string_view extra_fields;  // complete field lines Ballast adds ("Set-Cookie: a=b\r\n")
 };
 
 // Writes the head to send downstream. Returns the length, or 0 if cap is too small.

@@ -24,11 +24,14 @@ std::unique_ptr<LoadBalancer> makeLoadBalancer(const Pool& pool) {
   return std::make_unique<RoundRobin>(pool);
 }
 
-void preparePool(Pool& pool) {
+void preparePool(Pool& pool, bool hashed) {
   pool.rr_order = weightedOrder(pool.servers);
+  pool.by_id.clear();
+  for (const Server& s : pool.servers) pool.by_id.emplace(s.id, s.index);
   // The Maglev table (256 KiB for up to 655 servers, a few milliseconds to build) only for the
   // pools that hash, and for pools without a configuration (tests, tools).
-  if (pool.config == nullptr || pool.config->lb_algorithm == config::LbAlgorithm::ConsistentHash)
+  if (hashed || pool.config == nullptr ||
+      pool.config->lb_algorithm == config::LbAlgorithm::ConsistentHash)
     pool.maglev = buildMaglev(pool.servers);
   else
     pool.maglev.clear();

@@ -6,6 +6,8 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "config/config.h"
@@ -36,11 +38,19 @@ struct Pool {
   // across the whole engine.
   std::vector<uint32_t> rr_order;
   std::unique_ptr<std::atomic<uint64_t>> rr_next = std::make_unique<std::atomic<uint64_t>>(0);
-  // consistent_hash: the Maglev lookup table (server indexes), prime size.
+  // consistent_hash (and persistence's fallback): the Maglev lookup table (server indexes).
   std::vector<uint32_t> maglev;
+  std::unordered_map<std::string, uint32_t> by_id;  // server id -> index
+
+  // The server with this id (persistence entries name servers by id), or null.
+  const Server* findServer(std::string_view id) const {
+    auto it = by_id.find(std::string(id));
+    return it == by_id.end() ? nullptr : &servers[it->second];
+  }
 };
 
-// Fills the pool's derived state (rr_order, maglev) once its servers are set.
-void preparePool(Pool& pool);
+// Fills the pool's derived state (rr_order, by_id, maglev) once its servers are set. `hashed`:
+// build the Maglev table even if the algorithm does not need it (persistence falls back to it).
+void preparePool(Pool& pool, bool hashed = false);
 
 }  // namespace ballast::lb

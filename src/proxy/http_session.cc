@@ -438,12 +438,10 @@ void HttpSession::startExchange() {
   has_hash_ = false;
   if (service_->pool.config->lb_algorithm == config::LbAlgorithm::ConsistentHash)
     has_hash_ = hashRequest(head, &hash_);
+  preferred_ = nullptr;
+  std::string persist_key = persistenceKey(head);
 
-  if (!acquireUpstream(true)) {
-    respondError(503, ErrorKind::NoServer);
-    return;
-  }
-  // The head views cin_: serialize it before consuming it.
+  // The head views cin_: serialize it (and take it out of cin_) before anything can wait.
   http::RequestForwarding fwd;
   fwd.client_ip = client_ip_;
   fwd.add_forwarded = service_->config.x_forwarded_for;
@@ -473,6 +471,100 @@ void HttpSession::startExchange() {
     replay_.append(cin_.readPtr(), request_left_);
   }
   forwardRequestBody();
+  if (persist_key.empty() || ctx_.persistence == nullptr) return connectExchange();
+
+  // Which server this client persists to: maybe known at once (the cache), maybe after a store
+  // round trip, during which the request waits here (the worker does not).
+  resp_ = Resp::Resolving;
+  uint64_t id = ++exchange_id_;
+  // The answer may come before resolve() returns (cache, memory store): then this function
+  // carries on; later, the callback does (and drives the session itself).
+  auto waiting = std::make_shared<bool>(false);
+  bool create = service_->config.persistence.type != config::PersistenceType::AppCookie;
+  ctx_.persistence->resolve(service_, persist_key, create,
+                            [this, alive = alive_, id, waiting](const lb::Server* s) {
+                              if (!*alive || exchange_id_ != id || resp_ != Resp::Resolving) return;
+                              preferred_ = s;
+                              resp_ = Resp::Idle;
+                              if (!*waiting) return;
+                              connectExchange();
+                              run();
+                            });
+  if (resp_ == Resp::Resolving) {
+    *waiting = true;
+    return;
+  }
+  connectExchange();
+}
+
+// Persistence's part in a response: http_cookie tells the client its server (unless its cookie
+// does already); app_cookie learns the session cookie the server issues. Returns the field lines
+// to add.
+std::string HttpSession::persistenceOnResponse(const http::ResponseHead& head) {
+  const config::Persistence& p = service_->config.persistence;
+  if (server_ref_ == nullptr) return {};
+  if (p.type == config::PersistenceType::HttpCookie) {
+    std::string value = serverCookieValue(*server_ref_);
+    if (value == presented_cookie_) return {};
+    return "Set-Cookie: " + p.cookie + "=" + value + "; Path=/; HttpOnly\r\n";
+  }
+  if (p.type == config::PersistenceType::AppCookie && ctx_.persistence != nullptr) {
+    for (const http::Field& f : head.fields) {
+      if (!http::equalsIgnoreCase(f.name, "set-cookie")) continue;
+      std::string_view pair = f.value.substr(0, f.value.find(';'));
+      size_t eq = pair.find('=');
+      if (eq == std::string_view::npos || pair.substr(0, eq) != p.cookie) continue;
+      std::string_view value = pair.substr(eq + 1);
+      if (!value.empty())
+        ctx_.persistence->learn(*service_, "persist:" + service_->config.name + ":" + std::string(value),
+                                *server_ref_);
+    }
+  }
+  return {};
+}
+
+void HttpSession::connectExchange() {
+  if (!acquireUpstream(true)) respondError(503, ErrorKind::NoServer);
+}
+
+std::string HttpSession::persistenceKey(const http::RequestHead& head) {
+  const config::Persistence& p = service_->config.persistence;
+  std::string key;
+  switch (p.type) {
+    case config::PersistenceType::None:
+      return {};
+    case config::PersistenceType::ClientIp:
+      key = clientIpKey(peer_, p.ipv4_prefix, p.ipv6_prefix);
+      break;
+    case config::PersistenceType::HttpHeader:
+      for (const http::Field& f : head.fields)
+        if (http::equalsIgnoreCase(f.name, p.header)) {
+          key.assign(f.value);
+          break;
+        }
+      break;
+    case config::PersistenceType::HttpCookie: {
+      // Our cookie names the server directly: no store needed while it can be used.
+      presented_cookie_.assign(cookieValue(head, p.cookie));
+      if (!presented_cookie_.empty()) {
+        for (const lb::Server& s : service_->pool.servers)
+          if (serverCookieValue(s) == presented_cookie_ &&
+              lb::usable(s, lb::PickContext{{}, ctx_.loop.now()})) {
+            preferred_ = &s;
+            return {};
+          }
+      }
+      // No cookie (or a stale one): the client's address keys a shared entry, so that a
+      // cookie-less retry from the same client lands on the same server as this request.
+      key = clientIpKey(peer_, 32, 128);
+      break;
+    }
+    case config::PersistenceType::AppCookie:
+      key.assign(cookieValue(head, p.cookie));
+      break;
+  }
+  if (key.empty()) return {};
+  return "persist:" + service_->config.name + ":" + key;
 }
 
 bool HttpSession::hashRequest(const http::RequestHead& head, uint64_t* hash) const {
@@ -524,7 +616,11 @@ bool HttpSession::acquireUpstream(bool allow_pooled) {
   const uint32_t max_attempts = 1 + service_->config.retries;
   while (attempts_ < max_attempts) {
     lb::PickContext pick{tried_, ctx_.loop.now(), has_hash_, hash_};
-    const lb::Server* server = service_->balancer->pick(pick);
+    // Persistence beats the algorithm while its server can be used (first attempt only: a retry
+    // goes elsewhere).
+    const lb::Server* server = preferred_ != nullptr && lb::usable(*preferred_, pick) ? preferred_ : nullptr;
+    preferred_ = nullptr;
+    if (server == nullptr) server = service_->balancer->pick(pick);
     if (server == nullptr) return false;
     tried_.push_back(server->index);
     if (!attempt_.begin(ctx_, *service_, *server)) continue;  // at its connection limit meanwhile
@@ -602,6 +698,7 @@ void HttpSession::forwardRequestBody() {
 void HttpSession::processUpstream() {
   switch (resp_) {
     case Resp::Idle:
+    case Resp::Resolving:
     case Resp::Connecting:
       return;
     case Resp::Head:
@@ -677,6 +774,8 @@ void HttpSession::handleResponseHead() {
   fwd.close = !keep_alive_ && status != 101;
   fwd.client_http10 = client_http10_;
   fwd.dechunk = dechunk_;
+  std::string set_cookie = persistenceOnResponse(head);
+  fwd.extra_fields = set_cookie;
   cout_.compact();
   size_t n = http::serializeResponseHead(head, fwd, cout_.writePtr(), cout_.writable());
   if (n == 0) {
@@ -901,6 +1000,7 @@ void HttpSession::respondError(int status, ErrorKind kind) {
   }
   service_->counters.responses[statusClassIndex(status)].add();
   releaseUpstream(false);
+  ++exchange_id_;  // a store answer still to come is for nobody now
   status_ = status;
   resp_ = Resp::Idle;
   req_ = Req::Done;
@@ -1049,6 +1149,7 @@ void HttpSession::updateTimers() {
 void HttpSession::finish(bool reset) {
   if (closed_) return;
   closed_ = true;
+  *alive_ = false;
   ctx_.loop.cancelSoon(this);
   client_timer_.cancel();
   server_timer_.cancel();

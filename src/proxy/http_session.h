@@ -35,7 +35,7 @@ class HttpSession final : public Session, public IoHandler, public UpstreamUser,
 
  private:
   enum class Req : uint8_t { Head, Body, Done, Tunnel };
-  enum class Resp : uint8_t { Idle, Connecting, Head, Body, Tunnel };
+  enum class Resp : uint8_t { Idle, Resolving, Connecting, Head, Body, Tunnel };
   enum Tag { kClientTimer, kServerTimer };
 
   // Readiness of one socket as edge-triggered events report it.
@@ -76,6 +76,9 @@ class HttpSession final : public Session, public IoHandler, public UpstreamUser,
   static std::string_view cookieValue(const http::RequestHead& head, std::string_view name);
   // unconsumed_request: bytes of the request still in cin_ (counted as received).
   void logAccess(uint64_t unconsumed_request = 0);
+  void connectExchange();
+  std::string persistenceKey(const http::RequestHead& head);
+  std::string persistenceOnResponse(const http::ResponseHead& head);
   void discardUnsentResponse();
   bool answeringHead() const;
   bool waitingForServer() const;
@@ -142,6 +145,9 @@ class HttpSession final : public Session, public IoHandler, public UpstreamUser,
   uint32_t retries_ = 0;
   ServerAttempt attempt_;
   uint64_t attempt_start_us_ = 0;
+  const lb::Server* preferred_ = nullptr;  // persistence's server for this request
+  std::string presented_cookie_;    // http_cookie: the value of our cookie in the request
+  uint64_t exchange_id_ = 0;        // tells a late store answer from the current exchange's
   bool has_hash_ = false;           // consistent_hash key of this request
   uint64_t hash_ = 0;
   // Access log of the exchange in flight.

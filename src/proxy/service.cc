@@ -19,6 +19,8 @@ Service::Service(std::shared_ptr<const Snapshot> snap, size_t vs_index, size_t w
       access_log(vs_index < snapshot->access_logs.size() ? snapshot->access_logs[vs_index].get()
                                                          : nullptr) {
   for (const lb::Server& s : pool.servers) server_counters.push_back(&s.state->stats.per_worker[worker]);
+  if (config.persistence.type != config::PersistenceType::None)
+    hash_fallback = std::make_unique<lb::ConsistentHash>(pool);
   limits.max_head_size = config.max_header_size;
   limits.max_fields = config.max_headers;
 }

@@ -39,6 +39,8 @@ struct Service {
   http::Limits limits;
   size_t worker;
   AccessLog* access_log;                             // null when off
+  // Persistence (when on): where a key's server comes from when the store cannot answer.
+  std::unique_ptr<lb::LoadBalancer> hash_fallback;
 };
 
 // What a listener serves now. Sessions keep the slot: a keep-alive connection takes the current

@@ -8,6 +8,7 @@
 #include "core/buffer.h"
 #include "core/event_loop.h"
 #include "core/events.h"
+#include "proxy/persistence.h"
 #include "proxy/service.h"
 #include "proxy/upstream.h"
 
@@ -25,6 +26,7 @@ struct WorkerContext {
   size_t worker;
   bool draining = false;    // stopping: finish what is in flight, accept nothing new
   EventSink* events = nullptr;  // state changes seen on the data path (ejections)
+  PersistenceResolver* persistence = nullptr;  // this worker's link to the shared store
   Session* sessions = nullptr;  // intrusive list of live sessions
   size_t session_count = 0;
 };
@@ -53,6 +55,8 @@ class Session : public Deferred {
   WorkerContext& ctx_;
   std::shared_ptr<ServiceSlot> slot_;
   std::shared_ptr<Service> service_;
+  // False once the session has ended: an answer (from the store) arriving later is dropped.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 
  private:
   Session* prev_ = nullptr;

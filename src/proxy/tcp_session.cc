@@ -30,6 +30,21 @@ void TcpSession::start() {
   start_us_ = ctx_.loop.nowUs();
   ctx_.loop.addConnection(client_fd_, this);
   idle_timer_.armAfter(static_cast<uint64_t>(service_->config.timeouts.idle.count()));
+  const config::Persistence& p = service_->config.persistence;
+  if (p.type == config::PersistenceType::ClientIp && ctx_.persistence != nullptr) {
+    // The client's server may take a store round trip to learn; what it sends meanwhile waits in
+    // the buffer.
+    std::string key = "persist:" + service_->config.name + ":" +
+                      clientIpKey(peer_, p.ipv4_prefix, p.ipv6_prefix);
+    resolving_ = true;
+    ctx_.persistence->resolve(service_, key, true, [this, alive = alive_](const lb::Server* s) {
+      if (!*alive || !resolving_) return;
+      resolving_ = false;
+      preferred_ = s;
+      connectNext();
+    });
+    return;
+  }
   connectNext();
 }
 
@@ -42,7 +57,10 @@ void TcpSession::connectNext() {
   }
   while (attempts_ < max_attempts) {
     pick.excluded = tried_;
-    const lb::Server* server = service_->balancer->pick(pick);
+    // Persistence beats the algorithm while its server can be used (first attempt only).
+    const lb::Server* server = preferred_ != nullptr && lb::usable(*preferred_, pick) ? preferred_ : nullptr;
+    preferred_ = nullptr;
+    if (server == nullptr) server = service_->balancer->pick(pick);
     if (server == nullptr) break;
     tried_.push_back(server->index);
     if (!attempt_.begin(ctx_, *service_, *server)) continue;  // at its connection limit
@@ -239,6 +257,7 @@ void TcpSession::logAccess() {
 void TcpSession::finish(bool reset) {
   if (closed_) return;
   closed_ = true;
+  *alive_ = false;
   ctx_.loop.cancelSoon(this);
   idle_timer_.cancel();
   connect_timer_.cancel();

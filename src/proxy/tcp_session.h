@@ -55,6 +55,8 @@ class TcpSession final : public Session, public IoHandler, public UpstreamUser, 
   SocketAddress peer_;
   UpstreamConn* upstream_ = nullptr;
   ServerAttempt attempt_;
+  bool resolving_ = false;                  // waiting for persistence's answer
+  const lb::Server* preferred_ = nullptr;   // persistence's server for this connection
   uint32_t attempts_ = 0;
   uint32_t retries_ = 0;
   ServerCounters* failed_server_ = nullptr;  // of the last failed attempt

@@ -209,13 +209,18 @@ std::string AdminServer::route(std::string_view method, std::string_view target,
     if (!get) return respond(405, "text/plain", "use GET\n", "GET, HEAD");
     return respond(200, "text/plain; version=0.0.4; charset=utf-8", handlers_.metrics());
   }
+  if (path == "/state") {
+    if (!get) return respond(405, "text/plain", "use GET\n", "GET, HEAD");
+    std::string_view query = target.size() > path.size() ? target.substr(path.size() + 1) : "";
+    return respond(200, "application/json", handlers_.state(query));
+  }
   if (path == "/reload") {
     if (method != "POST") return respond(405, "text/plain", "use POST\n", "POST");
     auto [ok, report] = handlers_.reload();
     // 422: the file is invalid; the running configuration stays.
     return respond(ok ? 200 : 422, "application/json", report);
   }
-  return respond(404, "text/plain", "not found: try GET /status, GET /metrics or POST /reload\n");
+  return respond(404, "text/plain", "not found: try GET /status, GET /metrics, GET /state or POST /reload\n");
 }
 
 }  // namespace ballast::se

@@ -21,6 +21,7 @@ class AdminServer {
   struct Handlers {
     std::function<std::string()> status;
     std::function<std::string()> metrics;
+    std::function<std::string(std::string_view query)> state;
     std::function<std::pair<bool, std::string>()> reload;  // (applied, JSON report)
   };
   explicit AdminServer(Handlers handlers);

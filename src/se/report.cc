@@ -6,6 +6,7 @@
 
 #include "core/event_loop.h"
 #include "lb/balancer.h"
+#include "proxy/persistence.h"
 
 namespace ballast::se {
 
@@ -120,6 +121,14 @@ class Exposition {
   std::string out_;
 };
 
+nlohmann::json persistenceJson(const VsStats& stats) {
+  nlohmann::json j = nlohmann::json::object();
+  for (size_t k = 0; k < proxy::kPersistOutcomes; ++k)
+    j[proxy::persistOutcomeName(static_cast<proxy::PersistOutcome>(k))] =
+        stats.per_worker.sum([k](const VsCounters& c) { return c.persistence[k].get(); });
+  return j;
+}
+
 std::string escapeLabel(const std::string& v) {
   std::string out;
   for (char c : v) {
@@ -145,6 +154,10 @@ std::string renderStatus(const proxy::Snapshot& snapshot, const EngineInfo& info
   j["uptime_seconds"] = info.uptime_seconds;
   j["workers"] = info.workers;
   j["config"] = {{"source", cfg.source}, {"store", cfg.store.type}, {"generation", info.generation}};
+  if (!info.store.type.empty()) {
+    j["store"] = {{"type", info.store.type}, {"connected", info.store.connected}};
+    if (!info.store.address.empty()) j["store"]["address"] = info.store.address;
+  }
   if (info.reload_age_seconds >= 0)
     j["reload"] = {{"ok", info.reload_ok},
                    {"errors", info.reload_errors},
@@ -167,6 +180,9 @@ std::string renderStatus(const proxy::Snapshot& snapshot, const EngineInfo& info
         {"responses", classesJson(t.responses)},
         {"errors", errorsJson(t.errors)},
     };
+    if (vs.persistence.type != config::PersistenceType::None)
+      v["persistence"] = {{"type", config::toString(vs.persistence.type)},
+                          {"decisions", persistenceJson(*snapshot.vs_stats[i])}};
     if (i < snapshot.access_logs.size() && snapshot.access_logs[i]) {
       const AccessLog& log = *snapshot.access_logs[i];
       v["access_log"] = {{"target", log.target()}, {"lines", log.written()}, {"dropped", log.dropped()}};
@@ -227,6 +243,59 @@ std::string renderStatus(const proxy::Snapshot& snapshot, const EngineInfo& info
   return j.dump(2) + "\n";
 }
 
+std::string renderState(const proxy::Snapshot& snapshot, const EngineInfo& info,
+                        const std::optional<EntryView>& entry) {
+  const config::Config& cfg = *snapshot.config;
+  nlohmann::json j;
+  const state::StoreStatus& st = info.store;
+  j["store"] = {{"type", st.type},
+                {"connected", st.connected},
+                {"round_trips", st.round_trips},
+                {"errors", st.errors},
+                {"timeouts", st.timeouts},
+                {"reconnects", st.reconnects},
+                {"notifications", st.notifications}};
+  if (!st.address.empty()) j["store"]["address"] = st.address;
+  if (st.entries) j["store"]["entries"] = *st.entries;
+  uint64_t lookups = info.cache_hits + info.cache_misses;
+  j["cache"] = {{"entries", info.cache_entries},
+                {"capacity", info.cache_capacity},
+                {"hits", info.cache_hits},
+                {"misses", info.cache_misses},
+                {"hit_rate", lookups == 0 ? 0.0 : static_cast<double>(info.cache_hits) / lookups}};
+  j["sync"] = {{"pending", info.pending},
+               {"dropped", info.pending_dropped},
+               {"resynced", info.resynced},
+               {"conflicts", info.resync_conflicts}};
+  uint64_t degraded = 0;
+  j["virtual_services"] = nlohmann::json::array();
+  for (size_t i = 0; i < cfg.virtual_services.size(); ++i) {
+    const config::VirtualService& vs = cfg.virtual_services[i];
+    if (vs.persistence.type == config::PersistenceType::None) continue;
+    nlohmann::json decisions = persistenceJson(*snapshot.vs_stats[i]);
+    degraded += decisions["degraded"].get<uint64_t>();
+    nlohmann::json v = {{"name", vs.name},
+                        {"persistence", config::toString(vs.persistence.type)},
+                        {"timeout_seconds", vs.persistence.timeout.count() / 1000.0},
+                        {"decisions", decisions}};
+    j["virtual_services"].push_back(std::move(v));
+  }
+  j["degraded_decisions"] = degraded;
+  if (entry) {
+    nlohmann::json e = {{"key", entry->key}};
+    if (!entry->store.ok) {
+      e["store"] = {{"error", entry->store.error}};
+    } else if (entry->store.value) {
+      e["store"] = {{"value", *entry->store.value}, {"ttl_ms", entry->store.ttl_ms}};
+    } else {
+      e["store"] = nullptr;
+    }
+    e["cached"] = entry->cached ? nlohmann::json(*entry->cached) : nlohmann::json(nullptr);
+    j["entry"] = std::move(e);
+  }
+  return j.dump(2) + "\n";
+}
+
 std::string renderMetrics(const proxy::Snapshot& snapshot, const EngineInfo& info) {
   const config::Config& cfg = *snapshot.config;
   uint64_t now = monotonicMs();
@@ -284,6 +353,43 @@ std::string renderMetrics(const proxy::Snapshot& snapshot, const EngineInfo& inf
   std::map<std::string, const AccessLog*> logs;
   for (const auto& log : snapshot.access_logs)
     if (log) logs[log->target()] = log.get();
+  e.family("ballast_vs_persistence_decisions_total", "counter",
+           "Persistence decisions, by where the answer came from.");
+  for (size_t i = 0; i < vs_totals.size(); ++i) {
+    if (cfg.virtual_services[i].persistence.type == config::PersistenceType::None) continue;
+    for (size_t k = 0; k < proxy::kPersistOutcomes; ++k)
+      e.sample("ballast_vs_persistence_decisions_total",
+               vs_label(i) + fmt::format(",outcome=\"{}\"",
+                                         proxy::persistOutcomeName(static_cast<proxy::PersistOutcome>(k))),
+               static_cast<double>(snapshot.vs_stats[i]->per_worker.sum(
+                   [k](const VsCounters& c) { return c.persistence[k].get(); })));
+  }
+  const state::StoreStatus& st = info.store;
+  std::string store_label = fmt::format("type=\"{}\"", st.type);
+  e.family("ballast_store_connected", "gauge", "1 when the shared store can be reached.");
+  e.sample("ballast_store_connected", store_label, st.connected ? 1 : 0);
+  e.family("ballast_store_round_trips_total", "counter", "Store commands answered.");
+  e.sample("ballast_store_round_trips_total", store_label, static_cast<double>(st.round_trips));
+  e.family("ballast_store_errors_total", "counter", "Store commands that failed.");
+  e.sample("ballast_store_errors_total", store_label, static_cast<double>(st.errors));
+  e.family("ballast_store_timeouts_total", "counter", "Store commands that took too long.");
+  e.sample("ballast_store_timeouts_total", store_label, static_cast<double>(st.timeouts));
+  e.family("ballast_store_reconnects_total", "counter", "Store connections re-established.");
+  e.sample("ballast_store_reconnects_total", store_label, static_cast<double>(st.reconnects));
+  e.family("ballast_store_notifications_total", "counter", "Entry changes heard from other engines.");
+  e.sample("ballast_store_notifications_total", store_label, static_cast<double>(st.notifications));
+  e.family("ballast_persistence_cache_entries", "gauge", "Persistence entries cached by this engine.");
+  e.sample("ballast_persistence_cache_entries", "", static_cast<double>(info.cache_entries));
+  e.family("ballast_persistence_cache_hits_total", "counter", "Cache lookups that found the entry.");
+  e.sample("ballast_persistence_cache_hits_total", "", static_cast<double>(info.cache_hits));
+  e.family("ballast_persistence_cache_misses_total", "counter", "Cache lookups that did not.");
+  e.sample("ballast_persistence_cache_misses_total", "", static_cast<double>(info.cache_misses));
+  e.family("ballast_persistence_sync_pending", "gauge",
+           "Decisions made without the store, still to be written to it.");
+  e.sample("ballast_persistence_sync_pending", "", static_cast<double>(info.pending));
+  e.family("ballast_persistence_resynced_total", "counter",
+           "Decisions made without the store and written when it came back.");
+  e.sample("ballast_persistence_resynced_total", "", static_cast<double>(info.resynced));
   e.family("ballast_access_log_lines_total", "counter", "Access log lines written, by target.");
   for (auto& [target, log] : logs)
     e.sample("ballast_access_log_lines_total", fmt::format("target=\"{}\"", escapeLabel(target)),

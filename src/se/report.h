@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "proxy/service.h"
+#include "state/state_store.h"
 
 namespace ballast::se {
 
@@ -22,7 +23,22 @@ struct EngineInfo {
   double reload_age_seconds = -1;  // since the last reload attempt; -1 = none yet
   uint64_t reloads_ok = 0, reloads_failed = 0;
   nlohmann::json events = nlohmann::json::array();  // latest events
+  // The shared store and persistence (for /metrics and /state).
+  state::StoreStatus store;
+  size_t cache_entries = 0, cache_capacity = 0;
+  uint64_t cache_hits = 0, cache_misses = 0;
+  uint64_t pending = 0, pending_dropped = 0, resynced = 0, resync_conflicts = 0;
 };
+
+// GET /state: the store, the cache, persistence decisions per virtual service, and (with a key)
+// one entry as the store and this engine's cache hold it.
+struct EntryView {
+  std::string key;             // "vs:client key" as asked
+  state::StoreBackend::Inspection store;
+  std::optional<std::string> cached;
+};
+std::string renderState(const proxy::Snapshot& snapshot, const EngineInfo& info,
+                        const std::optional<EntryView>& entry);
 
 std::string renderStatus(const proxy::Snapshot& snapshot, const EngineInfo& info);
 std::string renderMetrics(const proxy::Snapshot& snapshot, const EngineInfo& info);

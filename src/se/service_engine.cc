@@ -1,11 +1,17 @@
 #include "se/service_engine.h"
 
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <optional>
 #include <chrono>
 #include <cstdio>
 #include <set>
@@ -42,6 +48,11 @@ std::vector<std::string> restartOnlyChanges(const config::Config& running, const
     notes.push_back("se.control_socket changes at the next restart");
   if (running.se.buffer_size != next.se.buffer_size)
     notes.push_back("se.buffer_size changes at the next restart");
+  if (running.store.type != next.store.type || running.store.redis.address_text != next.store.redis.address_text ||
+      running.store.redis.prefix != next.store.redis.prefix ||
+      running.store.redis.password != next.store.redis.password ||
+      running.store.cache_size != next.store.cache_size)
+    notes.push_back("store changes at the next restart");
   return notes;
 }
 
@@ -56,6 +67,11 @@ ServiceEngine::ServiceEngine(std::shared_ptr<const config::Config> config, std::
 ServiceEngine::~ServiceEngine() {
   shutdown();
   health_.stop();
+  // The workers' store connections go before the store they belong to.
+  workers_.clear();
+  if (store_) store_->stop();
+  persistence_.reset();
+  store_.reset();
 }
 
 std::shared_ptr<const proxy::Snapshot> ServiceEngine::build(
@@ -107,6 +123,14 @@ bool ServiceEngine::openListeners(const config::Config& config, ListenerFds* inh
         // The previous process may have served it with another protocol.
         for (int fd : fds) setDeferAccept(fd, listenOptionsFor(vs).defer_accept_seconds);
       }
+    }
+    if (fds.empty() && addressInUse(vs.listen)) {
+      *error = "virtual service " + vs.name + ": " + vs.listen.toString() +
+               " is already in use (by another service engine? to replace a running one, start "
+               "with --takeover)";
+      closeAll(*per_worker);
+      per_worker->clear();
+      return false;
     }
     // Every worker gets at least one socket; inherited ones beyond that are shared out too (a
     // socket closed here would lose the connections waiting in its queue).
@@ -172,6 +196,7 @@ bool ServiceEngine::start(std::string* error) {
   if (config_->se.admin) {
     admin_ = std::make_unique<AdminServer>(AdminServer::Handlers{
         [this] { return statusJson(); }, [this] { return metricsText(); },
+        [this](std::string_view query) { return stateJson(query); },
         [this] {
           ReloadResult r = reload();
           nlohmann::json j{{"ok", r.ok}, {"errors", r.errors}, {"notes", r.notes}};
@@ -187,6 +212,11 @@ bool ServiceEngine::start(std::string* error) {
   for (size_t w = 0; w < workers; ++w) {
     workers_.push_back(std::make_unique<Worker>(w, block_size_, &events_));
     workers_.back()->apply(snapshot_, fds[w]);
+  }
+  if (!startStore(error)) {
+    closeAll(fds);
+    if (takeover_conn >= 0) ::close(takeover_conn);
+    return false;
   }
   for (auto& w : workers_) w->start();
   startHealth();
@@ -218,6 +248,41 @@ bool ServiceEngine::startControl(std::string* error) {
   if (control_->start(error)) return true;
   control_.reset();
   return false;
+}
+
+bool ServiceEngine::startStore(std::string*) {
+  const config::StoreSettings& settings = config_->store;
+  if (settings.type == "redis") {
+    state::RedisSettings r;
+    r.host = settings.redis.address.hostString();
+    r.port = settings.redis.address.port();
+    r.password = settings.redis.password;
+    r.prefix = settings.redis.prefix;
+    r.connect_timeout = settings.redis.connect_timeout;
+    r.command_timeout = settings.redis.timeout;
+    r.workers = workers_.size();
+    store_ = state::makeRedisBackend(r);
+  } else {
+    store_ = state::makeMemoryBackend();
+  }
+  persistence_ = std::make_unique<proxy::PersistenceShared>(*store_, settings.cache_size);
+  for (auto& w : workers_) w->attachStore(*store_, *persistence_);
+  // Another engine replaced or removed an entry: this engine's copy goes.
+  store_->onChange([this](std::string_view key) { persistence_->cache.invalidate(key); });
+  // The store is back: write what was decided without it (on one worker, with its connection).
+  store_->onReconnect([this] {
+    Worker* w = workers_.front().get();
+    w->post([w] {
+      if (w->persistence() != nullptr) w->persistence()->resync();
+    });
+    events_.emit({"store_reachable", {{"type", config_->store.type}}});
+  });
+  // A store that cannot be reached now is no reason not to serve: decisions are made without it
+  // meanwhile (degraded mode) and written when it comes.
+  store_->start();
+  if (settings.type == "redis")
+    spdlog::info("store: redis at {} (prefix {})", settings.redis.address_text, settings.redis.prefix);
+  return true;
 }
 
 void ServiceEngine::startHealth() {
@@ -274,6 +339,7 @@ ReloadResult ServiceEngine::reload() {
   auto adjusted = std::make_shared<config::Config>(*next);
   adjusted->se = config_->se;
   adjusted->se.drain_timeout = next->se.drain_timeout;
+  adjusted->store = config_->store;
   next = adjusted;
 
   auto snap = build(next, &result.errors);
@@ -401,7 +467,67 @@ std::string ServiceEngine::statusJson() const {
                                   : static_cast<double>(monotonicMs() - generation_.last_attempt_ms) / 1000.0;
   }
   info.events = events_.recent(50);
+  if (store_) info.store = store_->status();
   return renderStatus(*snap, info);
+}
+
+namespace {
+// Fills what /metrics and /state show of the store and persistence.
+void storeInfo(const state::StoreBackend* store, const proxy::PersistenceShared* p, EngineInfo* info) {
+  if (store != nullptr) info->store = store->status();
+  if (p == nullptr) return;
+  info->cache_entries = p->cache.size();
+  info->cache_capacity = p->cache.capacity();
+  info->cache_hits = p->cache.hits();
+  info->cache_misses = p->cache.misses();
+  info->pending = p->pending();
+  info->pending_dropped = p->pending_dropped.load(std::memory_order_relaxed);
+  info->resynced = p->resynced.load(std::memory_order_relaxed);
+  info->resync_conflicts = p->resync_conflicts.load(std::memory_order_relaxed);
+}
+
+// "a%20b" -> "a b" (query parameters).
+std::string percentDecode(std::string_view s) {
+  auto hex = [](char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size() + 1 && i + 2 <= s.size() - 1 && hex(s[i + 1]) >= 0 &&
+        hex(s[i + 2]) >= 0) {
+      out += static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2]));
+      i += 2;
+    } else {
+      out += s[i] == '+' ? ' ' : s[i];
+    }
+  }
+  return out;
+}
+}  // namespace
+
+std::string ServiceEngine::stateJson(std::string_view query) const {
+  EngineInfo info;
+  storeInfo(store_.get(), persistence_.get(), &info);
+  std::optional<EntryView> entry;
+  // ?key=<vs>:<client key>
+  for (size_t start = 0; start < query.size();) {
+    size_t end = query.find('&', start);
+    std::string_view param = query.substr(start, end == std::string_view::npos ? query.npos : end - start);
+    if (param.rfind("key=", 0) == 0 && store_) {
+      EntryView view;
+      view.key = percentDecode(param.substr(4));
+      std::string stored = "persist:" + view.key;
+      view.store = store_->inspect(stored);
+      if (auto hit = persistence_->cache.lookup(stored, monotonicMs())) view.cached = hit->value;
+      entry = std::move(view);
+    }
+    if (end == std::string_view::npos) break;
+    start = end + 1;
+  }
+  return renderState(*snapshot(), info, entry);
 }
 
 std::string ServiceEngine::metricsText() const {
@@ -416,6 +542,7 @@ std::string ServiceEngine::metricsText() const {
     info.reloads_ok = generation_.reloads_ok;
     info.reloads_failed = generation_.reloads_failed;
   }
+  storeInfo(store_.get(), persistence_.get(), &info);
   return renderMetrics(*snap, info);
 }
 
@@ -441,6 +568,65 @@ int checkConfig(const std::string& path) {
   }
   std::printf("%s: ok (%zu virtual services, %zu pools)\n", path.c_str(),
               result.config->virtual_services.size(), result.config->pools.size());
+  return 0;
+}
+
+int printState(const std::string& admin, const std::string& config_path, const std::string& key) {
+  std::string address = admin;
+  if (address.empty() && !config_path.empty()) {
+    config::LoadResult result = config::loadFile(config_path);
+    if (!result.ok()) {
+      printErrors(result);
+      return 1;
+    }
+    if (!result.config->se.admin) {
+      std::fprintf(stderr, "ballast se state: %s has no se.admin\n", config_path.c_str());
+      return 1;
+    }
+    address = result.config->se.admin_text;
+  }
+  if (address.empty()) address = "127.0.0.1:9901";
+  std::string error;
+  std::optional<SocketAddress> target = SocketAddress::resolve(address, &error);
+  if (!target) {
+    std::fprintf(stderr, "ballast se state: %s: %s\n", address.c_str(), error.c_str());
+    return 2;
+  }
+  int fd = ::socket(target->family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  if (fd < 0 || ::connect(fd, target->sockaddrPtr(), target->length()) != 0) {
+    std::fprintf(stderr, "ballast se state: cannot connect to %s: %s\n", address.c_str(),
+                 strerror(errno));
+    if (fd >= 0) ::close(fd);
+    return 1;
+  }
+  std::string encoded;
+  for (unsigned char c : key) {
+    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~' || c == ':') {
+      encoded += static_cast<char>(c);
+    } else {
+      char hex[4];
+      std::snprintf(hex, sizeof hex, "%%%02X", c);
+      encoded += hex;
+    }
+  }
+  std::string request = "GET /state" + (key.empty() ? "" : "?key=" + encoded) +
+                        " HTTP/1.1\r\nHost: " + address + "\r\nConnection: close\r\n\r\n";
+  std::string response;
+  if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(request.size())) {
+    char buf[65536];
+    ssize_t n;
+    while ((n = ::read(fd, buf, sizeof buf)) > 0) response.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  size_t body = response.find("\r\n\r\n");
+  if (response.rfind("HTTP/1.1 200", 0) != 0 || body == std::string::npos) {
+    std::fprintf(stderr, "ballast se state: no valid answer from %s\n", address.c_str());
+    return 1;
+  }
+  std::fwrite(response.data() + body + 4, 1, response.size() - body - 4, stdout);
   return 0;
 }
 

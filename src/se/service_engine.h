@@ -18,6 +18,7 @@
 #include "se/stats_registry.h"
 #include "se/takeover.h"
 #include "se/worker.h"
+#include "state/state_store.h"
 
 namespace ballast::se {
 
@@ -48,6 +49,8 @@ class ServiceEngine {
 
   std::string statusJson() const;
   std::string metricsText() const;
+  // GET /state: the store and persistence; with a key ("vs:client key"), that entry.
+  std::string stateJson(std::string_view query) const;
 
  private:
   struct Generation {
@@ -68,6 +71,7 @@ class ServiceEngine {
                      std::vector<std::vector<std::vector<int>>>* per_worker, std::string* error);
   void startHealth();
   bool startControl(std::string* error);
+  bool startStore(std::string* error);
   ListenerFds listenerFds() const;
 
   std::shared_ptr<const config::Config> config_;
@@ -86,6 +90,8 @@ class ServiceEngine {
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<AdminServer> admin_;
   std::unique_ptr<ControlServer> control_;
+  std::unique_ptr<state::StoreBackend> store_;
+  std::unique_ptr<proxy::PersistenceShared> persistence_;
   std::mutex reload_mutex_;
   Generation generation_;
   uint64_t start_ms_ = 0;
@@ -95,5 +101,8 @@ class ServiceEngine {
 // `ballast se` entry points.
 int runServiceEngine(const std::string& config_path, const std::string& takeover);
 int checkConfig(const std::string& config_path);
+// `ballast se state`: asks a running engine's admin listener (the address given, or se.admin of
+// the configuration file) for GET /state and prints it. 0 when it answered 200.
+int printState(const std::string& admin, const std::string& config_path, const std::string& key);
 
 }  // namespace ballast::se

@@ -32,7 +32,11 @@ std::shared_ptr<const proxy::Snapshot> buildSnapshot(std::shared_ptr<const confi
     }
     for (const std::string& m : p.health_monitors)
       if (const config::HealthMonitor* monitor = config->findMonitor(m)) pool.monitors.push_back(monitor);
-    lb::preparePool(pool);
+    // Persistence falls back to a consistent hash when the store cannot answer.
+    bool hashed = false;
+    for (const config::VirtualService& vs : config->virtual_services)
+      hashed |= vs.pool == p.name && vs.persistence.type != config::PersistenceType::None;
+    lb::preparePool(pool, hashed);
     snapshot->pools.push_back(std::move(pool));
   }
   for (const config::VirtualService& vs : config->virtual_services)

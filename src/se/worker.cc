@@ -71,6 +71,12 @@ void Worker::applyNow(const std::shared_ptr<const proxy::Snapshot>& snapshot,
     }
 }
 
+void Worker::attachStore(state::StoreBackend& backend, proxy::PersistenceShared& shared) {
+  store_ = backend.forWorker(loop_, index_);
+  persistence_ = std::make_unique<proxy::PersistenceResolver>(loop_, *store_, shared);
+  ctx_.persistence = persistence_.get();
+}
+
 void Worker::start() {
   thread_ = std::thread([this] {
     try {

@@ -13,6 +13,7 @@
 #include "proxy/service.h"
 #include "proxy/session.h"
 #include "proxy/upstream.h"
+#include "state/state_store.h"
 
 namespace ballast::se {
 
@@ -38,6 +39,13 @@ class Worker : public TimerHandler {
 
   void onTimer(int) override;
 
+  // This worker's connection to the shared store, and the resolver sessions use through it.
+  // Call before start().
+  void attachStore(state::StoreBackend& backend, proxy::PersistenceShared& shared);
+  // Runs fn on the worker's thread.
+  void post(std::function<void()> fn) { loop_.post(std::move(fn)); }
+  proxy::PersistenceResolver* persistence() { return persistence_.get(); }
+
  private:
   void applyNow(const std::shared_ptr<const proxy::Snapshot>& snapshot,
                 const std::vector<std::vector<int>>& new_fds);
@@ -47,6 +55,8 @@ class Worker : public TimerHandler {
   BufferPool buffers_;
   proxy::UpstreamPool upstreams_;
   proxy::WorkerContext ctx_;
+  std::unique_ptr<state::StateStore> store_;
+  std::unique_ptr<proxy::PersistenceResolver> persistence_;
   std::vector<std::unique_ptr<proxy::Listener>> listeners_;
   Timer drain_check_;
   std::thread thread_;

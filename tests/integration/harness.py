@@ -2084,3 +2084,636 @@ def start_lb(case, servers, **kw):
     return b, port, admin
 
 # ---- END lb-helpers
+
+
+# ---- helpers for test_persistence / test_persistence_cluster / test_store_failures (appended;
+# ---- BEGIN persistence-helpers)
+#
+# A real redis-server started by the test on a free port (stopped, paused, killed and restarted by
+# its pid), a minimal RESP client to look at what ballast wrote, configurations with a store and
+# persistence, engines on other loopback addresses (127.0.0.2, ...), and clients that bind a
+# source address (client_ip persistence) or pipeline keyed requests to any host.
+
+import shutil as _shutil
+import urllib.parse as _urlparse
+
+REDIS_SERVER = _shutil.which("redis-server")
+
+
+class RespError(Exception):
+    """An error reply from Redis (-ERR ...)."""
+
+
+class RespClient:
+    """A minimal RESP2 client on a blocking socket: command(*args) -> str | int | None | list;
+    pipeline([(args...), ...]) -> [replies] in one round trip. Error replies raise RespError
+    (command) or come back as RespError objects (pipeline)."""
+
+    def __init__(self, port, host="127.0.0.1", timeout=5.0):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+
+    @staticmethod
+    def _encode(args):
+        out = [b"*%d\r\n" % len(args)]
+        for a in args:
+            if not isinstance(a, bytes):
+                a = str(a).encode()
+            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+        return b"".join(out)
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            b = self.sock.recv(1 << 20)
+            if not b:
+                raise ConnectionClosed("redis closed the connection", self.buf)
+            self.buf += b
+        line, _, self.buf = self.buf.partition(b"\r\n")
+        return line
+
+    def _exact(self, n):
+        while len(self.buf) < n:
+            b = self.sock.recv(1 << 20)
+            if not b:
+                raise ConnectionClosed("redis closed the connection", self.buf)
+            self.buf += b
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def _reply(self):
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            return RespError(rest.decode())
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            data = self._exact(n + 2)[:-2]
+            return data.decode("utf-8", errors="replace")
+        if kind == b"*":
+            n = int(rest)
+            if n < 0:
+                return None
+            return [self._reply() for _ in range(n)]
+        raise ValueError(f"bad RESP reply {line!r}")
+
+    def command(self, *args):
+        self.sock.sendall(self._encode(args))
+        r = self._reply()
+        if isinstance(r, RespError):
+            raise r
+        return r
+
+    def pipeline(self, commands):
+        self.sock.sendall(b"".join(self._encode(c) for c in commands))
+        return [self._reply() for _ in commands]
+
+    def get_many(self, keys, chunk=1000):
+        """{key: value or None} with MGET in chunks."""
+        out = {}
+        keys = list(keys)
+        for i in range(0, len(keys), chunk):
+            part = keys[i:i + chunk]
+            for k, v in zip(part, self.command("MGET", *part)):
+                out[k] = v
+        return out
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def redis_command(port, *args):
+    """One command on a new connection."""
+    with RespClient(port) as c:
+        return c.command(*args)
+
+
+class RedisServer:
+    """`redis-server --port P --save "" --appendonly no --daemonize no --dir TMP` on a free port
+    (or `port`), in the foreground, so that the test can kill (SIGKILL), pause (SIGSTOP), resume
+    (SIGCONT) and restart it (same port, empty: nothing is ever saved) by its pid. Its log goes to
+    TMP/redis.log. close() stops it and removes TMP."""
+
+    def __init__(self, port=None, start=True):
+        if not REDIS_SERVER:
+            raise unittest.SkipTest("redis-server is not installed (scripts/deps installs it)")
+        self.dir = tempfile.TemporaryDirectory(prefix="ballast-redis-")
+        self.port = port or free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.proc = None
+        self.paused = False
+        self.starts = 0
+        if start:
+            self.start()
+
+    def start(self, timeout=10.0):
+        assert not self.running(), "redis-server already running"
+        self.starts += 1
+        log = open(os.path.join(self.dir.name, "redis.log"), "ab")
+        self.proc = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--daemonize", "no", "--dir", self.dir.name,
+             "--dbfilename", f"never-{self.starts}.rdb"],
+            stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self.paused = False
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if redis_command(self.port, "PING") == "PONG":
+                    return self
+            except (OSError, ConnectionClosed, RespError):
+                pass
+            if time.monotonic() > deadline:
+                self.kill()
+                raise TimeoutError(f"redis-server does not answer on {self.port}:\n{self.log()}")
+            time.sleep(0.02)
+
+    def log(self):
+        try:
+            with open(os.path.join(self.dir.name, "redis.log"), "rb") as f:
+                return f.read().decode(errors="replace")[-3000:]
+        except FileNotFoundError:
+            return ""
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self):
+        """SIGKILL and wait: connections are closed by the kernel; all data is gone."""
+        if self.running():
+            try:
+                os.kill(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(10)
+        self.paused = False
+
+    def restart(self):
+        """Kills it (if running) and starts an empty one on the same port."""
+        self.kill()
+        return self.start()
+
+    def pause(self):
+        """SIGSTOP: connections stay open, nothing is answered (a slow store)."""
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self):
+        os.kill(self.proc.pid, signal.SIGCONT)
+        self.paused = False
+
+    def client(self):
+        return RespClient(self.port)
+
+    def command(self, *args):
+        return redis_command(self.port, *args)
+
+    def keys(self, pattern="*"):
+        """Every key matching pattern (SCAN, so a big database does not block it)."""
+        out, cursor = [], "0"
+        with self.client() as c:
+            while True:
+                cursor, part = c.command("SCAN", cursor, "MATCH", pattern, "COUNT", 10000)
+                out += part
+                if cursor == "0":
+                    return sorted(set(out))
+
+    def close(self):
+        if self.running():
+            try:
+                os.kill(self.proc.pid, signal.SIGCONT)
+                os.kill(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.dir.cleanup()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def persist_key(vs, client_key, prefix="ballast"):
+    """The Redis key of a persistence entry (DESIGN.md, "Data store layout")."""
+    return f"{prefix}:v1:persist:{vs}:{client_key}"
+
+
+def server_id(address, pool="p"):
+    """A server's stable id: <pool>/<address as written>."""
+    return f"{pool}/{address}"
+
+
+def _flow_map(item):
+    if isinstance(item, str):
+        return f"{{address: {item}}}"
+    parts = []
+    for k, v in item.items():
+        if isinstance(v, bool):
+            v = "true" if v else "false"
+        parts.append(f"{k}: {v}")
+    return "{" + ", ".join(parts) + "}"
+
+
+def store_config(services, servers, admin_port=None, store="redis", redis_port=None,
+                 redis_timeout="200ms", prefix=None, cache_size=None, workers=2,
+                 lb_algorithm=None, health_monitors=(), pool_monitors=None, outlier=None,
+                 store_extra=None, retries=None):
+    """A configuration with a store and virtual services with persistence, all on pool p.
+    services: [(name, "host:port", protocol, persistence flow map or None)].
+    servers: addresses or dicts (as lb_config). store: "redis" (redis_port, redis_timeout,
+    prefix), "memory", or None (no store section)."""
+    lines = ["se:", f"  workers: {workers}"]
+    if admin_port:
+        lines.append(f"  admin: 127.0.0.1:{admin_port}")
+    if store:
+        lines += ["store:", f"  type: {store}"]
+        if cache_size is not None:
+            lines.append(f"  cache_size: {cache_size}")
+        if store == "redis":
+            redis = [f"address: 127.0.0.1:{redis_port}", f"timeout: {redis_timeout}"]
+            if prefix:
+                redis.append(f"prefix: {prefix}")
+            if store_extra:
+                redis.append(store_extra)
+            lines.append("  redis: {" + ", ".join(redis) + "}")
+    lines.append("virtual_services:")
+    for name, listen, protocol, persistence in services:
+        lines += [f"  - name: {name}", f"    listen: {listen}", f"    protocol: {protocol}",
+                  "    pool: p"]
+        if retries is not None:
+            lines.append(f"    retries: {retries}")
+        if persistence:
+            lines.append(f"    persistence: {persistence}")
+    lines += ["pools:", "  - name: p"]
+    if lb_algorithm:
+        lines.append(f"    lb_algorithm: {lb_algorithm}")
+    if pool_monitors:
+        lines.append(f"    health_monitors: [{', '.join(pool_monitors)}]")
+    if outlier:
+        lines.append(f"    outlier_detection: {outlier}")
+    lines.append("    servers:")
+    lines += [f"      - {_flow_map(s)}" for s in servers]
+    if health_monitors:
+        lines.append("health_monitors:")
+        lines += [f"  - {m}" for m in health_monitors]
+    return "\n".join(lines) + "\n"
+
+
+class Engine:
+    """A started `ballast se` (a Ballast) with where it listens: .b, .host, .port (the first
+    virtual service), .listens [(host, port)], .admin, .name."""
+
+    def __init__(self, b, listens, admin, name):
+        self.b, self.listens, self.admin, self.name = b, listens, admin, name
+        self.host, self.port = listens[0]
+
+    def state(self, key=None):
+        """GET /state (with ?key=<vs>:<client key>) as JSON."""
+        path = "/state"
+        if key is not None:
+            path += "?key=" + _urlparse.quote(key, safe=":")
+        code, body = admin_get(self.admin, path)
+        assert code == 200, (code, body)
+        return json.loads(body)
+
+    def metrics(self):
+        return metrics(self.admin)
+
+    def families(self):
+        code, body = admin_get(self.admin, "/metrics")
+        assert code == 200, code
+        return parse_prometheus(body)
+
+    def output(self):
+        return self.b.output()
+
+    def decisions(self, vs="vs"):
+        for v in self.state()["virtual_services"]:
+            if v["name"] == vs:
+                return v["decisions"]
+        raise KeyError(f"no virtual service {vs} in /state")
+
+
+def start_engine(case, config_text, listens, admin, name="se", workers=2):
+    """Starts `ballast se` on config_text (its admin on 127.0.0.1:admin) and waits, without
+    connecting, until every (host, port) of `listens` has `workers` listening sockets. Registers
+    it with the test case; returns an Engine."""
+    b = case.track(Ballast(config_text, wait_ports=(admin,)))
+    for host, port in listens:
+        wait_listening(b, port, host=host, count=workers)
+    return Engine(b, list(listens), admin, name)
+
+
+def wait_store_connected(engine, timeout=15.0):
+    """Waits until the engine's /state says the store is connected; returns that /state."""
+    return wait_until(lambda: (lambda s: s if s["store"]["connected"] else None)(engine.state()),
+                      timeout, interval=0.05, message=f"{engine.name}: store connected")
+
+
+class SourceHttpConn(HttpConn):
+    """An HttpConn whose socket is bound to a source address first (client_ip persistence:
+    every 127.x.y.z is a local address)."""
+
+    def __init__(self, port, host="127.0.0.1", source=None, timeout=10.0):
+        self.sock = socket.socket()
+        self.sock.settimeout(timeout)
+        if source:
+            self.sock.bind((source, 0))
+        self.sock.connect((host, port))
+        self.timeout = timeout
+        self.buf = b""
+        self.eof = False
+
+
+def http_get_from(host, port, target="/", headers=None, source=None, timeout=10.0):
+    """One GET on a new connection to host:port, from `source`; returns the Response."""
+    with SourceHttpConn(port, host, source, timeout) as c:
+        c.request("GET", target, headers)
+        return c.read_final_response()[0]
+
+
+def tcp_name_from(host, port, source=None, timeout=10.0):
+    """Connects to host:port (from `source`), reads until the peer closes; returns the text
+    (a NamedTcpBackend's name)."""
+    s = socket.socket()
+    s.settimeout(timeout)
+    try:
+        if source:
+            s.bind((source, 0))
+        s.connect((host, port))
+        return recv_all(s, timeout).decode("latin-1")
+    finally:
+        s.close()
+
+
+class NamedTcpBackend:
+    """A TCP server that writes its name to every connection and closes it."""
+
+    def __init__(self, name):
+        self.name = name
+        self.raw = RawBackend(lambda conn: conn.sendall(name.encode()))
+        self.port, self.address = self.raw.port, self.raw.address
+
+    def close(self):
+        self.raw.close()
+
+
+def keyed_request(key, header="X-Client", target="/k"):
+    return f"GET {target} HTTP/1.1\r\nHost: t\r\n{header}: {key}\r\n\r\n".encode("latin-1")
+
+
+def _pipelined_worker_to(host, port, requests, out, batch, timeout):
+    sock = socket.create_connection((host, port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    buf = b""
+    try:
+        for start in range(0, len(requests), batch):
+            chunk = requests[start:start + batch]
+            sock.sendall(b"".join(chunk))
+            got = 0
+            while got < len(chunk):
+                i = buf.find(b"\r\n\r\n")
+                if i >= 0:
+                    head = buf[:i + 2]
+                    m = _CL_RE.search(head)
+                    n = int(m.group(1)) if m else 0
+                    if len(buf) >= i + 4 + n:
+                        out.append((int(head[9:12]), buf[i + 4:i + 4 + n]))
+                        buf = buf[i + 4 + n:]
+                        got += 1
+                        continue
+                b = sock.recv(1 << 20)
+                if not b:
+                    raise ConnectionClosed(f"closed after {len(out)} responses", buf)
+                buf += b
+    finally:
+        sock.close()
+
+
+def pipelined_to(host, port, requests, conns=4, batch=100, timeout=30.0):
+    """pipelined_requests to any host: raw requests (each answered with a Content-Length body)
+    pipelined in batches over `conns` keep-alive connections; request i goes on connection
+    i % conns. Returns [(status, body)] in the order of `requests`; a connection that fails
+    leaves None for its unanswered requests (and the error in .errors of the result list)."""
+    parts = [requests[k::conns] for k in range(conns)]
+    outs = [[] for _ in parts]
+    errors = []
+
+    def run(k):
+        try:
+            _pipelined_worker_to(host, port, parts[k], outs[k], batch, timeout)
+        except Exception as e:  # noqa: BLE001 - reported to the caller
+            errors.append(repr(e)[:300])
+    threads = [threading.Thread(target=run, args=(k,), daemon=True) for k in range(len(parts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout * 4)
+    result = _ResultList([None] * len(requests))
+    result.errors = errors
+    for k, out in enumerate(outs):
+        for j, r in enumerate(out):
+            result[k + j * conns] = r
+    return result
+
+
+class _ResultList(list):
+    errors = ()
+
+
+def names_through_engines(engines, keys, header="X-Client", conns=4, batch=100, target="/k"):
+    """Sends the first request of every key through every engine at once (one thread per
+    engine, the same order everywhere, so that each key reaches all engines at about the same
+    moment). Returns ({engine name: [server name or None per key]}, {engine name: [failure
+    descriptions]}, seconds)."""
+    reqs = [keyed_request(k, header, target) for k in keys]
+    results, t0 = {}, time.monotonic()
+    barrier = threading.Barrier(len(engines))
+
+    def run(e):
+        barrier.wait()
+        results[e.name] = pipelined_to(e.host, e.port, reqs, conns=conns, batch=batch)
+    threads = [threading.Thread(target=run, args=(e,), daemon=True) for e in engines]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(240)
+    took = time.monotonic() - t0
+    names, failures = {}, {}
+    for e in engines:
+        res = results.get(e.name) or [None] * len(keys)
+        names[e.name] = [backend_name(r[1]) if r and r[0] == 200 else None for r in res]
+        fails = [f"{keys[i]}: {r[0] if r else 'no response'} {r[1][:80] if r else ''}"
+                 for i, r in enumerate(res) if not r or r[0] != 200]
+        fails += list(getattr(res, "errors", []))
+        failures[e.name] = fails
+    return names, failures, took
+
+
+def divergent_keys(names, keys):
+    """Keys whose servers differ between engines (or that some engine did not get served)."""
+    out = []
+    cols = list(names.values())
+    for i, k in enumerate(keys):
+        seen = {c[i] for c in cols}
+        if len(seen) != 1 or None in seen:
+            out.append((k, {n: c[i] for n, c in names.items()}))
+    return out
+
+
+class KeyedLoad:
+    """Keyed GET load through several engines until stop(): per engine `threads` threads, each
+    on one keep-alive connection (a new one after a close or an error), cycling through `keys`
+    (each thread starts at another offset) with header `header: KEY`. Records every outcome:
+    (engine, key, status or None, server name or error text, latency seconds)."""
+
+    def __init__(self, engines, keys, threads=2, header="X-Client", pause=0.0, timeout=10.0):
+        self.keys, self.header, self.pause, self.timeout = list(keys), header, pause, timeout
+        self.lock = threading.Lock()
+        self.results = []
+        self._stop = threading.Event()
+        self.threads = []
+        count = len(engines) * threads
+        step = max(1, len(self.keys) // count)
+        for e in engines:
+            for _ in range(threads):
+                self.threads.append(threading.Thread(
+                    target=self._run, args=(e, len(self.threads) * step), daemon=True))
+        for t in self.threads:
+            t.start()
+
+    def _run(self, engine, start):
+        conn = None
+        i = start
+        while not self._stop.is_set():
+            key = self.keys[i % len(self.keys)]
+            i += 1
+            t0 = time.monotonic()
+            try:
+                if conn is None:
+                    conn = HttpConn(engine.port, self.timeout, host=engine.host)
+                conn.request("GET", "/load", [(self.header, key)])
+                r = conn.read_response()
+                rec = (engine.name, key, r.status,
+                       backend_name(r.body) if r.status == 200 else r.body[:100].decode("latin-1"),
+                       time.monotonic() - t0)
+                if "close" in r.header_list("connection"):
+                    conn.close()
+                    conn = None
+            except (OSError, ConnectionClosed, ValueError) as e:
+                rec = (engine.name, key, None, repr(e)[:200], time.monotonic() - t0)
+                if conn is not None:
+                    conn.close()
+                conn = None
+            with self.lock:
+                self.results.append(rec)
+            if self.pause:
+                time.sleep(self.pause)
+        if conn is not None:
+            conn.close()
+
+    def snapshot(self):
+        with self.lock:
+            return list(self.results)
+
+    def stop(self):
+        self._stop.set()
+        for t in self.threads:
+            t.join(20)
+        return self.snapshot()
+
+    def close(self):
+        self.stop()
+
+
+def metric_family_values(engine_or_admin, family):
+    """[(labels dict, value)] of one metric family (any label order)."""
+    admin = engine_or_admin.admin if isinstance(engine_or_admin, Engine) else engine_or_admin
+    code, body = admin_get(admin, "/metrics")
+    assert code == 200, code
+    families, _, _ = parse_prometheus(body)
+    fam = families.get(family)
+    return [] if fam is None else [(labels, value) for _, labels, value in fam["samples"]]
+
+
+def metric_sample(engine_or_admin, family, **labels):
+    """The value of the sample of `family` with exactly these labels (None if absent)."""
+    for got, value in metric_family_values(engine_or_admin, family):
+        if got == labels:
+            return value
+    return None
+
+
+class PersistenceTestCase(QuietBallastTestCase):
+    """Base for the persistence tests: a Redis, backends whose names map to server ids, and
+    engines on 127.0.0.2, .3, .4 (one virtual service "vs" on pool "p")."""
+
+    HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")
+
+    def start_redis(self, **kw):
+        return self.track(RedisServer(**kw))
+
+    def start_backends(self, names="abc", fast=True):
+        """BackendProcess per name; self.ids: name -> server id, self.names_by_id: the reverse."""
+        backs = [self.track(BackendProcess(n, fast=fast)) for n in names]
+        self.ids = {b.name: server_id(b.address) for b in backs}
+        self.names_by_id = {v: k for k, v in self.ids.items()}
+        return backs
+
+    def engine_config(self, index, servers, persistence, redis=None, store="redis",
+                      protocol="http", vs="vs", port=None, admin=None, **kw):
+        """(config text, (host, port), admin) of engine `index` (0: 127.0.0.2, ...)."""
+        host = self.HOSTS[index]
+        port, admin = port or free_port(), admin or free_port()
+        text = store_config([(vs, f"{host}:{port}", protocol, persistence)], servers, admin,
+                            store=store, redis_port=redis.port if redis else None, **kw)
+        return text, (host, port), admin
+
+    def start_engines(self, count, servers, persistence, redis=None, **kw):
+        """`count` engines with the same configuration but their own addresses; each Engine
+        remembers how to rebuild its configuration: e.config(servers=..., ...)."""
+        engines = []
+        for i in range(count):
+            text, listen, admin = self.engine_config(i, servers, persistence, redis, **kw)
+            e = start_engine(self, text, [listen], admin, name=f"se{i + 1}",
+                             workers=kw.get("workers", 2))
+            base = dict(kw, servers=servers, persistence=persistence, redis=redis,
+                        port=listen[1], admin=admin)
+
+            def config(i=i, base=base, **changes):
+                args = dict(base, **changes)
+                return self.engine_config(i, args.pop("servers"), args.pop("persistence"),
+                                          args.pop("redis"), **args)[0]
+            e.config = config
+            engines.append(e)
+        return engines
+
+# ---- END persistence-helpers

@@ -72,7 +72,8 @@ SINGLE_ERRORS = [
      8, "virtual_services[0].timeouts.connect", "durations have millisecond resolution"),
     ("http key on tcp", VALID_TCP.format(vs_extra="    max_headers: 10\n", pool_extra=""),
      8, "virtual_services[0].max_headers", "only for protocol http"),
-    ("redis", "store:\n  type: redis\n", 2, "store.type", "redis is not supported yet"),
+    ("redis settings with the memory store", "store:\n  redis: {}\n", 2, "store.redis",
+     "only for type redis"),
     ("unknown algorithm", VALID_TCP.format(vs_extra="", pool_extra="    lb_algorithm: fastest\n"),
      10, "pools[0].lb_algorithm",
      "expected one of: round_robin, least_connections, least_response_time, consistent_hash, "

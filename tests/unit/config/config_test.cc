@@ -214,6 +214,29 @@ TEST(ValuesTest, ValidatesTokens) {
   }
 }
 
+TEST(ValuesTest, ValidatesKeyPrefixes) {
+  for (const std::string& text : {std::string("ballast"), std::string("shop:eu-1"),
+                                   std::string("a.b_c-d:E9"), std::string(":"),
+                                   std::string(64, 'p')}) {
+    EXPECT_TRUE(isValidKeyPrefix(text)) << text;
+  }
+  for (const std::string& text :
+       {std::string(""), std::string(65, 'p'), std::string("a b"), std::string("a/b"),
+        std::string("{a}"), std::string("a*"), std::string("a\nb"), std::string("\xc3\xa9")}) {
+    EXPECT_FALSE(isValidKeyPrefix(text)) << text;
+  }
+}
+
+TEST(ValuesTest, StripsTrailingWhitespace) {
+  EXPECT_EQ(stripTrailingWhitespace("secret\n"), "secret");
+  EXPECT_EQ(stripTrailingWhitespace("secret\r\n"), "secret");
+  EXPECT_EQ(stripTrailingWhitespace("  s e\tcret \t\r\n\v\f\n"), "  s e\tcret");
+  EXPECT_EQ(stripTrailingWhitespace("a\nb\n"), "a\nb");
+  EXPECT_EQ(stripTrailingWhitespace("secret"), "secret");
+  EXPECT_EQ(stripTrailingWhitespace(" \n\t"), "");
+  EXPECT_EQ(stripTrailingWhitespace(""), "");
+}
+
 TEST(ValuesTest, ValidatesHostValues) {
   for (const std::string& text :
        {std::string("example.com"), std::string("health.example.com:8080"), std::string("10.0.0.1"),
@@ -315,6 +338,11 @@ TEST(ConfigTest, NamesEnumValues) {
   EXPECT_STREQ(toString(MonitorType::Tcp), "tcp");
   EXPECT_STREQ(toString(MonitorType::Http), "http");
   EXPECT_STREQ(toString(MonitorType::Https), "https");
+  EXPECT_STREQ(toString(PersistenceType::None), "none");
+  EXPECT_STREQ(toString(PersistenceType::ClientIp), "client_ip");
+  EXPECT_STREQ(toString(PersistenceType::HttpHeader), "http_header");
+  EXPECT_STREQ(toString(PersistenceType::HttpCookie), "http_cookie");
+  EXPECT_STREQ(toString(PersistenceType::AppCookie), "app_cookie");
 }
 
 TEST(ConfigTest, FindsMonitorsByName) {
@@ -402,6 +430,24 @@ TEST(LoadTest, AppliesEveryDefault) {
   EXPECT_EQ(od.max_ejection_percent, 10u);
   EXPECT_EQ(od.panic_threshold, 50u);
   EXPECT_TRUE(config->health_monitors.empty());
+
+  // Added with issue 4.
+  const StoreSettings& store = config->store;
+  EXPECT_EQ(store.cache_size, 100000u);
+  EXPECT_EQ(store.redis.address_text, "127.0.0.1:6379");
+  EXPECT_EQ(store.redis.address.toString(), "127.0.0.1:6379");
+  EXPECT_EQ(store.redis.password_file, "");
+  EXPECT_EQ(store.redis.password, "");
+  EXPECT_EQ(store.redis.prefix, "ballast");
+  EXPECT_EQ(store.redis.connect_timeout, seconds(1));
+  EXPECT_EQ(store.redis.timeout, milliseconds(200));
+  const Persistence& persistence = vs.persistence;
+  EXPECT_EQ(persistence.type, PersistenceType::None);
+  EXPECT_EQ(persistence.timeout, seconds(300));
+  EXPECT_EQ(persistence.header, "");
+  EXPECT_EQ(persistence.cookie, "");
+  EXPECT_EQ(persistence.ipv4_prefix, 32u);
+  EXPECT_EQ(persistence.ipv6_prefix, 128u);
 }
 
 TEST(LoadTest, AppliesEveryHealthMonitorDefault) {
@@ -830,7 +876,7 @@ health_monitors: [{name: hc, type: ping}]
                   "test.yaml:12: virtual_services[0].pool: no pool named \"missing\"",
                   "test.yaml:13: virtual_services[0].colour: unknown key (expected one of: name, "
                   "listen, protocol, pool, max_connections, max_header_size, max_headers, "
-                  "x_forwarded_for, timeouts, retries, access_log)",
+                  "x_forwarded_for, timeouts, retries, access_log, persistence)",
                   "test.yaml:14: virtual_services[1].name: virtual service \"web\" is already "
                   "defined on line 9",
                   "test.yaml:15: virtual_services[1].listen: 127.0.0.1:8080 is already used by "
@@ -907,7 +953,14 @@ TEST(ErrorTest, UnknownKeysListTheKnownOnes) {
   EXPECT_EQ(onlyError("se: {threads: 4}"),
             "se.threads: unknown key (expected one of: workers, admin, drain_timeout, "
             "buffer_size, control_socket)");
-  EXPECT_EQ(onlyError("store: {kind: memory}"), "store.kind: unknown key (expected one of: type)");
+  EXPECT_EQ(onlyError("store: {kind: memory}"),
+            "store.kind: unknown key (expected one of: type, redis, cache_size)");
+  EXPECT_EQ(onlyError("store: {type: redis, redis: {host: localhost}}"),
+            "store.redis.host: unknown key (expected one of: address, password_file, prefix, "
+            "connect_timeout, timeout)");
+  EXPECT_EQ(onlyError(withVs(kHttpVs + "persistence: {type: client_ip, ttl: 5m}")),
+            "virtual_services[0].persistence.ttl: unknown key (expected one of: type, timeout, "
+            "header, cookie, ipv4_prefix, ipv6_prefix)");
   EXPECT_EQ(onlyError(withVs(kHttpVs + "timeouts: {read: 1s}")),
             "virtual_services[0].timeouts.read: unknown key (expected one of: client_header, "
             "idle, client, connect, server)");
@@ -986,15 +1039,9 @@ TEST(ErrorTest, WrongContainerTypes) {
 }
 
 TEST(ErrorTest, NotSupportedYet) {
-  EXPECT_THAT(errorsOf(doc(R"(
-store:
-  type: redis
-  redis: {address: 127.0.0.1:6379}
-)")),
-              ElementsAre("test.yaml:2: store.type: redis is not supported yet",
-                          "test.yaml:3: store.redis: not supported yet"));
-  EXPECT_THAT(errorsOf(withVs(kHttpVs + "persistence: {type: client_ip}")),
-              ElementsAre("test.yaml:10: virtual_services[0].persistence: not supported yet"));
+  // Supported since issue 4.
+  EXPECT_NE(mustLoad("store:\n  type: redis\n  redis: {address: 127.0.0.1:6379}\n"), nullptr);
+  EXPECT_NE(mustLoad(withVs(kHttpVs + "persistence: {type: client_ip}")), nullptr);
   EXPECT_THAT(errorsOf(withVs("name: v\nlisten: 127.0.0.1:443\nprotocol: https\npool: p\n")),
               ElementsAre("test.yaml:8: virtual_services[0].protocol: https is not supported yet"));
 }
@@ -1090,13 +1137,371 @@ TEST(RuleTest, Se) {
 }
 
 TEST(RuleTest, Store) {
+  const std::string cache = "store.cache_size: expected an integer from 0 to 10000000";
   expectRules({
-      {"store: {type: redis}", "store.type: redis is not supported yet"},
       {"store: {type: etcd}", "store.type: expected one of: memory, redis"},
       {"store: {type: Memory}", "store.type: expected one of: memory, redis"},
+      {"store: {type: REDIS}", "store.type: expected one of: memory, redis"},
+      {"store: {type: \"\"}", "store.type: expected one of: memory, redis"},
       {"store: {type: [memory]}", "store.type: expected a string"},
-      {"store: {redis: {}}", "store.redis: not supported yet"},
+      {"store: {type: }", "store.type: expected a string"},
+      {"store: {cache_size: 10000001}", cache},
+      {"store: {cache_size: -1}", cache},
+      {"store: {cache_size: 1.5}", cache},
+      {"store: {cache_size: 100KiB}", cache},
+      {"store: {cache_size: }", cache},
+      {"store: {type: redis, cache_size: 99999999999999999999}", cache},
   });
+  // Bounds are inclusive; 0 turns the cache off.
+  auto config = mustLoad("store: {cache_size: 0}");
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->store.cache_size, 0u);
+  config = mustLoad("store: {type: redis, cache_size: 10000000}");
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->store.cache_size, 10000000u);
+}
+
+TEST(RuleTest, RedisOnlyWithTypeRedis) {
+  expectRules({
+      {"store: {redis: {}}", "store.redis: only for type redis"},
+      {"store: {type: memory, redis: {address: 127.0.0.1:6379}}",
+       "store.redis: only for type redis"},
+      // Its content is not checked then.
+      {"store: {type: memory, redis: {address: nowhere, prefix: \"a b\"}}",
+       "store.redis: only for type redis"},
+      // The type may come after the map it governs.
+      {"store: {redis: {}, type: memory}", "store.redis: only for type redis"},
+      {"store: {type: redis, redis: [127.0.0.1:6379]}", "store.redis: expected a map"},
+      {"store: {type: redis, redis: 127.0.0.1:6379}", "store.redis: expected a map"},
+  });
+  // With an invalid type, redis is checked as if the type were redis.
+  EXPECT_THAT(errorsOf("store:\n  type: valkey\n  redis: {timeout: 0s}\n"),
+              ElementsAre("test.yaml:2: store.type: expected one of: memory, redis",
+                          "test.yaml:3: store.redis.timeout: expected a duration greater than 0 "
+                          "and at most 10s"));
+  EXPECT_EQ(onlyError("store: {type: [redis], redis: {}}"), "store.type: expected a string");
+}
+
+TEST(RuleTest, Redis) {
+  const std::string r = "store.redis.";
+  auto redis = [](const std::string& fields) {
+    return "store:\n  type: redis\n  redis: {" + fields + "}\n";
+  };
+  const std::string prefix =
+      r + "prefix: expected a prefix of 1-64 characters from A-Z a-z 0-9 _ . - :";
+  const std::string connect =
+      r + "connect_timeout: expected a duration greater than 0 and at most 1m";
+  const std::string timeout = r + "timeout: expected a duration greater than 0 and at most 10s";
+  expectRules({
+      {redis("address: 127.0.0.1"), r + "address: expected host:port"},
+      {redis("address: \"\""), r + "address: expected host:port"},
+      {redis("address: \"127.0.0.1:0\""), r + "address: port must be 1-65535"},
+      {redis("address: \"127.0.0.1:65536\""), r + "address: port must be 1-65535"},
+      {redis("address: \"10.1:6379\""), r + "address: invalid IPv4 address"},
+      {redis("address: \"[::1\""), r + "address: expected [IPv6]:port"},
+      {redis("address: [127.0.0.1:6379]"), r + "address: expected a string"},
+      {redis("address: "), r + "address: expected a string"},
+      {redis("password_file: [a]"), r + "password_file: expected a string"},
+      {redis("password_file: "), r + "password_file: expected a string"},
+      {redis("password_file: /nonexistent-ballast-dir/redis.pass"),
+       r + "password_file: cannot read \"/nonexistent-ballast-dir/redis.pass\": No such file or "
+           "directory"},
+      {redis("prefix: \"\""), prefix},
+      {redis("prefix: " + std::string(65, 'p')), prefix},
+      {redis("prefix: \"a b\""), prefix},
+      {redis("prefix: \"a/b\""), prefix},
+      {redis("prefix: \"a{b}\""), prefix},
+      {redis("prefix: \"a*\""), prefix},
+      {redis("prefix: [ballast]"), prefix},
+      {redis("prefix: "), prefix},
+      {redis("connect_timeout: 0s"), connect},
+      {redis("connect_timeout: 61s"), connect},
+      {redis("connect_timeout: 2m"), connect},
+      {redis("connect_timeout: 1"),
+       r + "connect_timeout: expected a duration with a unit, e.g. 300ms, 2s, 5m"},
+      {redis("timeout: 0ms"), timeout},
+      {redis("timeout: 10001ms"), timeout},
+      {redis("timeout: 200"), r + "timeout: expected a duration with a unit, e.g. 300ms, 2s, 5m"},
+      {redis("timeout: 0.5ms"), r + "timeout: durations have millisecond resolution"},
+  });
+  std::string error = onlyError(redis("address: \"nohost.invalid:6379\""));
+  EXPECT_THAT(error, StartsWith(r + "address: cannot resolve \"nohost.invalid\": "));
+
+  // Bounds are inclusive.
+  auto config = mustLoad(redis("connect_timeout: 1m, timeout: 10s, prefix: " +
+                               std::string(64, 'p')));
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->store.redis.connect_timeout, minutes(1));
+  EXPECT_EQ(config->store.redis.timeout, seconds(10));
+  EXPECT_EQ(config->store.redis.prefix, std::string(64, 'p'));
+  config = mustLoad(redis("connect_timeout: 1ms, timeout: 1ms, prefix: x"));
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->store.redis.connect_timeout, milliseconds(1));
+  EXPECT_EQ(config->store.redis.timeout, milliseconds(1));
+  EXPECT_EQ(config->store.redis.prefix, "x");
+}
+
+TEST(LoadTest, ReadsEveryStoreKey) {
+  auto config = mustLoad(doc(R"(
+store:
+  type: redis
+  cache_size: 5000
+  redis:
+    address: localhost:6380
+    password_file: ""
+    prefix: "shop:eu-1"
+    connect_timeout: 500ms
+    timeout: 50ms
+)"));
+  ASSERT_NE(config, nullptr);
+  const StoreSettings& store = config->store;
+  EXPECT_EQ(store.type, "redis");
+  EXPECT_EQ(store.cache_size, 5000u);
+  EXPECT_EQ(store.redis.address_text, "localhost:6380");  // resolved at load
+  EXPECT_EQ(store.redis.address.port(), 6380);
+  EXPECT_TRUE(store.redis.address.valid());
+  EXPECT_EQ(store.redis.password_file, "");  // "": no AUTH
+  EXPECT_EQ(store.redis.password, "");
+  EXPECT_EQ(store.redis.prefix, "shop:eu-1");
+  EXPECT_EQ(store.redis.connect_timeout, milliseconds(500));
+  EXPECT_EQ(store.redis.timeout, milliseconds(50));
+
+  config = mustLoad("store: {type: redis, redis: {address: \"[::1]:7000\"}}");
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->store.redis.address.toString(), "[::1]:7000");
+  EXPECT_EQ(config->store.redis.address_text, "[::1]:7000");
+}
+
+TEST(LoadTest, RedisDefaults) {
+  // The map may be left out, empty or null: every key has a default.
+  for (const char* yaml : {"store: {type: redis}", "store: {type: redis, redis: {}}",
+                           "store:\n  type: redis\n  redis:\n",
+                           // DESIGN.md's schema, as written.
+                           "store:\n  type: redis\n  redis: { address: 127.0.0.1:6379, "
+                           "password_file: \"\", prefix: ballast }\n"}) {
+    auto config = mustLoad(yaml);
+    ASSERT_NE(config, nullptr) << yaml;
+    const StoreSettings& store = config->store;
+    EXPECT_EQ(store.type, "redis") << yaml;
+    EXPECT_EQ(store.cache_size, 100000u) << yaml;
+    EXPECT_EQ(store.redis.address_text, "127.0.0.1:6379") << yaml;
+    EXPECT_EQ(store.redis.address.toString(), "127.0.0.1:6379") << yaml;
+    EXPECT_EQ(store.redis.password_file, "") << yaml;
+    EXPECT_EQ(store.redis.password, "") << yaml;
+    EXPECT_EQ(store.redis.prefix, "ballast") << yaml;
+    EXPECT_EQ(store.redis.connect_timeout, seconds(1)) << yaml;
+    EXPECT_EQ(store.redis.timeout, milliseconds(200)) << yaml;
+  }
+}
+
+TEST(LoadTest, ReadsEveryPersistenceType) {
+  auto config = mustLoad(doc(R"(
+pools:
+  - {name: p, servers: [{address: 127.0.0.1:9001}]}
+virtual_services:
+  - {name: ip, listen: 127.0.0.1:8080, protocol: http, pool: p, persistence: {type: client_ip}}
+  - name: net
+    listen: 127.0.0.1:8081
+    protocol: tcp
+    pool: p
+    persistence: {type: client_ip, timeout: 1h, ipv4_prefix: 24, ipv6_prefix: 64}
+  - name: header
+    listen: 127.0.0.1:8082
+    protocol: http
+    pool: p
+    persistence:
+      type: http_header
+      header: X-Client-Id
+      timeout: 30m
+  - name: cookie
+    listen: 127.0.0.1:8083
+    protocol: http
+    pool: p
+    persistence: {type: http_cookie}
+  - name: named-cookie
+    listen: 127.0.0.1:8084
+    protocol: http
+    pool: p
+    persistence: {type: http_cookie, cookie: srv, timeout: 1s}
+  - name: app
+    listen: 127.0.0.1:8085
+    protocol: http
+    pool: p
+    persistence: {type: app_cookie, cookie: JSESSIONID, timeout: 720h}
+  - {name: none, listen: 127.0.0.1:8086, protocol: http, pool: p}
+)"));
+  ASSERT_NE(config, nullptr);
+  ASSERT_EQ(config->virtual_services.size(), 7u);
+  auto persistence = [&](size_t i) { return config->virtual_services[i].persistence; };
+
+  EXPECT_EQ(persistence(0).type, PersistenceType::ClientIp);
+  EXPECT_EQ(persistence(0).timeout, seconds(300));
+  EXPECT_EQ(persistence(0).ipv4_prefix, 32u);
+  EXPECT_EQ(persistence(0).ipv6_prefix, 128u);
+  EXPECT_EQ(persistence(0).header, "");
+  EXPECT_EQ(persistence(0).cookie, "");
+
+  EXPECT_EQ(persistence(1).type, PersistenceType::ClientIp);
+  EXPECT_EQ(persistence(1).timeout, hours(1));
+  EXPECT_EQ(persistence(1).ipv4_prefix, 24u);
+  EXPECT_EQ(persistence(1).ipv6_prefix, 64u);
+
+  EXPECT_EQ(persistence(2).type, PersistenceType::HttpHeader);
+  EXPECT_EQ(persistence(2).header, "X-Client-Id");  // as written; matched without regard to case
+  EXPECT_EQ(persistence(2).timeout, minutes(30));
+  EXPECT_EQ(persistence(2).cookie, "");
+
+  EXPECT_EQ(persistence(3).type, PersistenceType::HttpCookie);
+  EXPECT_EQ(persistence(3).cookie, "BALLAST_SERVER");  // the default cookie name
+  EXPECT_EQ(persistence(3).timeout, seconds(300));
+  EXPECT_EQ(persistence(3).header, "");
+
+  EXPECT_EQ(persistence(4).type, PersistenceType::HttpCookie);
+  EXPECT_EQ(persistence(4).cookie, "srv");
+  EXPECT_EQ(persistence(4).timeout, seconds(1));
+
+  EXPECT_EQ(persistence(5).type, PersistenceType::AppCookie);
+  EXPECT_EQ(persistence(5).cookie, "JSESSIONID");
+  EXPECT_EQ(persistence(5).timeout, hours(720));
+
+  EXPECT_EQ(persistence(6).type, PersistenceType::None);
+
+  // Prefix bounds are inclusive.
+  config = mustLoad(withVs(kTcpVs + "persistence: {type: client_ip, ipv4_prefix: 1, "
+                                    "ipv6_prefix: 1}"));
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->virtual_services[0].persistence.ipv4_prefix, 1u);
+  EXPECT_EQ(config->virtual_services[0].persistence.ipv6_prefix, 1u);
+  config = mustLoad(withVs(kTcpVs + "persistence: {type: client_ip, ipv4_prefix: 32, "
+                                    "ipv6_prefix: 128}"));
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->virtual_services[0].persistence.ipv6_prefix, 128u);
+}
+
+TEST(RuleTest, Persistence) {
+  const std::string p = "virtual_services[0].persistence";
+  auto vs = [](const std::string& persistence) {
+    return withVs(kHttpVs + "persistence: " + persistence);
+  };
+  const std::string types =
+      p + ".type: expected one of: client_ip, http_header, http_cookie, app_cookie";
+  const std::string timeout = p + ".timeout: expected a duration from 1s to 720h";
+  const std::string header_name =
+      p + ".header: expected a header field name (a token of A-Z a-z 0-9 !#$%&'*+-.^_`|~)";
+  const std::string cookie_name =
+      p + ".cookie: expected a cookie name (a token of A-Z a-z 0-9 !#$%&'*+-.^_`|~)";
+  const std::string v4 = p + ".ipv4_prefix: expected an integer from 1 to 32";
+  const std::string v6 = p + ".ipv6_prefix: expected an integer from 1 to 128";
+  expectRules({
+      {vs("client_ip"), p + ": expected a map"},
+      {vs("[client_ip]"), p + ": expected a map"},
+      {vs(""), p + ".type: required key is missing"},
+      {vs("{}"), p + ".type: required key is missing"},
+      {vs("{timeout: 5m}"), p + ".type: required key is missing"},
+      {vs("{type: cookie}"), types},
+      {vs("{type: source_ip}"), types},
+      {vs("{type: Client_IP}"), types},
+      {vs("{type: none}"), types},
+      {vs("{type: \"\"}"), types},
+      {vs("{type: [client_ip]}"), p + ".type: expected a string"},
+      {vs("{type: }"), p + ".type: expected a string"},
+      // timeout: every type
+      {vs("{type: client_ip, timeout: 999ms}"), timeout},
+      {vs("{type: client_ip, timeout: 0s}"), timeout},
+      {vs("{type: http_cookie, timeout: 721h}"), timeout},
+      {vs("{type: client_ip, timeout: 300}"),
+       p + ".timeout: expected a duration with a unit, e.g. 300ms, 2s, 5m"},
+      {vs("{type: client_ip, timeout: 1d}"),
+       p + ".timeout: expected a duration with a unit, e.g. 300ms, 2s, 5m"},
+      // header: http_header only, required there
+      {vs("{type: http_header}"), p + ".header: required key is missing"},
+      {vs("{type: http_header, header: \"X Client\"}"), header_name},
+      {vs("{type: http_header, header: \"X-Client:\"}"), header_name},
+      {vs("{type: http_header, header: \"\"}"), header_name},
+      {vs("{type: http_header, header: [X]}"), header_name},
+      {vs("{type: http_header, header: }"), header_name},
+      {vs("{type: client_ip, header: X}"), p + ".header: only for type http_header"},
+      {vs("{type: http_cookie, header: X}"), p + ".header: only for type http_header"},
+      {vs("{type: app_cookie, cookie: s, header: X}"), p + ".header: only for type http_header"},
+      // cookie: http_cookie (optional) and app_cookie (required)
+      {vs("{type: app_cookie}"), p + ".cookie: required key is missing"},
+      {vs("{type: app_cookie, cookie: \"a=b\"}"), cookie_name},
+      {vs("{type: app_cookie, cookie: \"a;b\"}"), cookie_name},
+      {vs("{type: http_cookie, cookie: \"\"}"), cookie_name},
+      {vs("{type: http_cookie, cookie: \"a b\"}"), cookie_name},
+      {vs("{type: http_cookie, cookie: [a]}"), cookie_name},
+      {vs("{type: client_ip, cookie: X}"), p + ".cookie: only for type http_cookie or app_cookie"},
+      {vs("{type: http_header, header: X, cookie: Y}"),
+       p + ".cookie: only for type http_cookie or app_cookie"},
+      // ipv4_prefix, ipv6_prefix: client_ip only
+      {vs("{type: client_ip, ipv4_prefix: 0}"), v4},
+      {vs("{type: client_ip, ipv4_prefix: 33}"), v4},
+      {vs("{type: client_ip, ipv4_prefix: 24.5}"), v4},
+      {vs("{type: client_ip, ipv4_prefix: /24}"), v4},
+      {vs("{type: client_ip, ipv4_prefix: -1}"), v4},
+      {vs("{type: client_ip, ipv6_prefix: 0}"), v6},
+      {vs("{type: client_ip, ipv6_prefix: 129}"), v6},
+      {vs("{type: client_ip, ipv6_prefix: }"), v6},
+      {vs("{type: http_header, header: X, ipv4_prefix: 24}"),
+       p + ".ipv4_prefix: only for type client_ip"},
+      {vs("{type: app_cookie, cookie: s, ipv6_prefix: 64}"),
+       p + ".ipv6_prefix: only for type client_ip"},
+      {vs("{type: http_cookie, ipv4_prefix: 24}"), p + ".ipv4_prefix: only for type client_ip"},
+  });
+
+  // A block map: each error on the line of its key, in file order (type first, wherever it is).
+  EXPECT_THAT(errorsOf(withVs(kHttpVs + doc(R"(
+persistence:
+  ipv4_prefix: 24
+  cookie: "a b"
+  timeout: 0s
+  type: app_cookie
+)"))),
+              ElementsAre("test.yaml:11: " + p + ".ipv4_prefix: only for type client_ip",
+                          "test.yaml:12: " + cookie_name, "test.yaml:13: " + timeout));
+  // "persistence:" with nothing: the line of the key.
+  EXPECT_THAT(errorsOf(withVs(kHttpVs + "persistence:\nretries: 1\n")),
+              ElementsAre("test.yaml:10: " + p + ".type: required key is missing"));
+  // With an invalid or missing type, every key is checked for its syntax only.
+  EXPECT_THAT(errorsOf(withVs(kHttpVs + "persistence: {type: sticky, header: \"a b\", "
+                                        "cookie: c, ipv4_prefix: 24, ipv6_prefix: 0}")),
+              ElementsAre("test.yaml:10: " + types, "test.yaml:10: " + header_name,
+                          "test.yaml:10: " + v6));
+  EXPECT_THAT(errorsOf(withVs(kHttpVs + "persistence: {header: X, cookie: \"a;b\"}")),
+              ElementsAre("test.yaml:10: " + p + ".type: required key is missing",
+                          "test.yaml:10: " + cookie_name));
+  // Names are kept as written.
+  auto config = mustLoad(vs("{type: http_header, header: \"x-USER_id!\"}"));
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->virtual_services[0].persistence.header, "x-USER_id!");
+}
+
+TEST(ErrorTest, OnlyClientIpPersistenceOnATcpService) {
+  const std::string p = "virtual_services[0].persistence";
+  const std::string tcp_only = p + ".type: only client_ip persistence works for protocol tcp";
+  expectRules({
+      {withVs(kTcpVs + "persistence: {type: http_header, header: X-Client}"), tcp_only},
+      {withVs(kTcpVs + "persistence: {type: http_cookie}"), tcp_only},
+      {withVs(kTcpVs + "persistence: {type: app_cookie, cookie: JSESSIONID}"), tcp_only},
+      // The protocol may come after the persistence it governs.
+      {withVs("name: v\npersistence: {type: http_cookie}\nlisten: 127.0.0.1:1\nprotocol: tcp\n"
+              "pool: p\n"),
+       tcp_only},
+      // With an unknown protocol, persistence is checked as if for http.
+      {withVs("name: v\nlisten: 127.0.0.1:1\nprotocol: udp\npool: p\n"
+              "persistence: {type: http_cookie}\n"),
+       "virtual_services[0].protocol: expected one of: tcp, http, https"},
+  });
+  // The keys of the type are still checked (and allowed).
+  EXPECT_THAT(errorsOf(withVs(kTcpVs + "persistence:\n  type: http_header\n  header: \"a b\"\n")),
+              ElementsAre("test.yaml:11: " + tcp_only,
+                          "test.yaml:12: " + p +
+                              ".header: expected a header field name (a token of A-Z a-z 0-9 "
+                              "!#$%&'*+-.^_`|~)"));
+  auto config = mustLoad(withVs(kTcpVs + "persistence: {type: client_ip, ipv4_prefix: 16}"));
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->virtual_services[0].persistence.type, PersistenceType::ClientIp);
+  EXPECT_EQ(config->virtual_services[0].persistence.ipv4_prefix, 16u);
 }
 
 TEST(RuleTest, VirtualServiceIdentity) {
@@ -1775,6 +2180,52 @@ TEST_F(FileTest, AccessLogAndControlSocketDirectories) {
             "address)");
 }
 
+// store.redis.password_file is read when the file is loaded.
+TEST_F(FileTest, RedisPasswordFile) {
+  auto withPassword = [](const std::string& path) {
+    return "store:\n  type: redis\n  redis:\n    password_file: \"" + path + "\"\n";
+  };
+  struct Good {
+    std::string content;
+    std::string password;
+  };
+  int n = 0;
+  for (const Good& c : {Good{"s3cret\n", "s3cret"}, Good{"s3cret", "s3cret"},
+                        Good{"s3cret\r\n", "s3cret"}, Good{"s3cret \t\n\n", "s3cret"},
+                        // Only trailing whitespace is removed.
+                        Good{"  pass word\n", "  pass word"}, Good{"a\nb\n", "a\nb"},
+                        Good{std::string(4096, 'p') + "\n", std::string(4096, 'p')},
+                        Good{"p" + std::string(5000, ' ') + "\n", "p"}}) {
+    std::string path = write("good" + std::to_string(n++) + ".pass", c.content);
+    auto config = mustLoad(withPassword(path));
+    ASSERT_NE(config, nullptr) << c.content;
+    EXPECT_EQ(config->store.redis.password_file, path);
+    EXPECT_EQ(config->store.redis.password, c.password);
+  }
+
+  const std::string p = "store.redis.password_file: ";
+  std::string empty = write("empty.pass", "");
+  EXPECT_EQ(onlyError(withPassword(empty)), p + "\"" + empty + "\" is empty");
+  std::string blank = write("blank.pass", " \n\t\r\n");
+  EXPECT_EQ(onlyError(withPassword(blank)), p + "\"" + blank + "\" is empty");
+  std::string big = write("big.pass", std::string(4097, 'p') + "\n");
+  EXPECT_EQ(onlyError(withPassword(big)),
+            p + "\"" + big + "\" is too long for a password (at most 4096 bytes)");
+  EXPECT_EQ(onlyError(withPassword(dir_ + "/missing.pass")),
+            p + "cannot read \"" + dir_ + "/missing.pass\": No such file or directory");
+  EXPECT_EQ(onlyError(withPassword(dir_)), p + "cannot read \"" + dir_ + "\": Is a directory");
+  if (access("/dev/zero", R_OK) == 0) {  // endless: not read to the end
+    EXPECT_EQ(onlyError(withPassword("/dev/zero")),
+              p + "\"/dev/zero\" is too long for a password (at most 4096 bytes)");
+  }
+  // The file of a redis map that is not used is not read.
+  EXPECT_EQ(onlyError("store: {redis: {password_file: " + dir_ + "/missing.pass}}"),
+            "store.redis: only for type redis");
+  // A message never shows the password.
+  std::string secret = write("secret.pass", "TOPSECRET" + std::string(5000, 'x'));
+  EXPECT_THAT(onlyError(withPassword(secret)), ::testing::Not(::testing::HasSubstr("TOPSECRET")));
+}
+
 TEST_F(FileTest, EmptyFile) {
   std::string path = write("empty.yaml", "");
   EXPECT_EQ(loadFile(path).errors.at(0).toString(), path + ": the configuration is empty");
@@ -1867,6 +2318,29 @@ TEST(ExamplesTest, PoolsExampleShowsEveryFeature) {
                           [](const VirtualService& vs) { return !vs.access_log.empty(); }));
 }
 
+// examples/persistence.yaml shows the Redis store and every persistence type.
+TEST(ExamplesTest, PersistenceExampleShowsEveryType) {
+  LoadResult result = loadFile(repoFile("examples/persistence.yaml"));
+  for (const ConfigError& error : result.errors) ADD_FAILURE() << error.toString();
+  ASSERT_TRUE(result.ok());
+  const Config& config = *result.config;
+  EXPECT_EQ(config.store.type, "redis");
+  std::vector<PersistenceType> types;
+  bool tcp = false;
+  bool grouped = false;
+  for (const VirtualService& vs : config.virtual_services) {
+    types.push_back(vs.persistence.type);
+    tcp = tcp || (vs.protocol == Protocol::Tcp && vs.persistence.type == PersistenceType::ClientIp);
+    grouped = grouped || vs.persistence.ipv4_prefix != 32;
+  }
+  for (PersistenceType t : {PersistenceType::ClientIp, PersistenceType::HttpHeader,
+                            PersistenceType::HttpCookie, PersistenceType::AppCookie}) {
+    EXPECT_NE(std::find(types.begin(), types.end(), t), types.end()) << toString(t);
+  }
+  EXPECT_TRUE(tcp);
+  EXPECT_TRUE(grouped);
+}
+
 // docs/configuration.md's "Full example" is loaded as written, so the reference cannot drift
 // from the loader.
 TEST(ExamplesTest, DocumentationFullExampleLoads) {
@@ -1887,6 +2361,14 @@ TEST(ExamplesTest, DocumentationFullExampleLoads) {
   EXPECT_FALSE(config->virtual_services.empty());
   EXPECT_FALSE(config->pools.empty());
   EXPECT_FALSE(config->health_monitors.empty());
+  // It shows the Redis store and every persistence type.
+  EXPECT_EQ(config->store.type, "redis");
+  for (PersistenceType t : {PersistenceType::ClientIp, PersistenceType::HttpHeader,
+                            PersistenceType::HttpCookie, PersistenceType::AppCookie}) {
+    EXPECT_TRUE(std::any_of(config->virtual_services.begin(), config->virtual_services.end(),
+                            [&](const VirtualService& vs) { return vs.persistence.type == t; }))
+        << toString(t);
+  }
 }
 
 }  // namespace

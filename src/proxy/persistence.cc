@@ -1,0 +1,247 @@
+#include "proxy/persistence.h"
+
+#include <arpa/inet.h>
+
+#include <cstdio>
+
+#include "lb/balancer.h"
+#include "proxy/service.h"
+
+namespace ballast::proxy {
+
+static_assert(kPersistOutcomes == std::tuple_size_v<decltype(VsCounters::persistence)>);
+
+const char* persistOutcomeName(PersistOutcome o) {
+  switch (o) {
+    case PersistOutcome::CacheHit: return "cache_hit";
+    case PersistOutcome::Existing: return "existing";
+    case PersistOutcome::Created: return "created";
+    case PersistOutcome::Replaced: return "replaced";
+    case PersistOutcome::Degraded: return "degraded";
+    case PersistOutcome::Unknown: return "unknown";
+    case PersistOutcome::kCount: break;
+  }
+  return "?";
+}
+
+// ---- PersistenceShared ----------------------------------------------------------------------------
+
+void PersistenceShared::remember(Pending p) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (pending_.size() >= kMaxPending) {
+    pending_.pop_front();
+    pending_dropped.fetch_add(1, std::memory_order_relaxed);
+  }
+  pending_.push_back(std::move(p));
+}
+
+std::vector<PersistenceShared::Pending> PersistenceShared::takePending() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<Pending> out(std::make_move_iterator(pending_.begin()),
+                           std::make_move_iterator(pending_.end()));
+  pending_.clear();
+  return out;
+}
+
+size_t PersistenceShared::pending() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return pending_.size();
+}
+
+// ---- PersistenceResolver ------------------------------------------------------------------------
+
+namespace {
+uint64_t ttlMs(const Service& service) {
+  return static_cast<uint64_t>(service.config.persistence.timeout.count());
+}
+
+lb::PickContext pickContext(uint64_t now_ms) {
+  lb::PickContext ctx;
+  ctx.now_ms = now_ms;
+  return ctx;
+}
+}  // namespace
+
+void PersistenceResolver::decided(Service& service, PersistOutcome outcome) {
+  service.counters.persistence[static_cast<size_t>(outcome)].add();
+}
+
+void PersistenceResolver::resolve(const std::shared_ptr<Service>& svc, const std::string& key,
+                                  bool create, Done done) {
+  Service& service = *svc;
+  const uint64_t now = loop_.now();
+  const uint64_t ttl = ttlMs(service);
+  if (std::optional<EntryCache::Entry> hit = shared_.cache.lookup(key, now)) {
+    const lb::Server* s = service.pool.findServer(hit->value);
+    if (s != nullptr && lb::usable(*s, pickContext(now))) {
+      // The store's copy lives as long as it is used, but is told so only now and then.
+      if (now - hit->refreshed_ms > ttl / 4) {
+        store_.touch(key, std::chrono::milliseconds(ttl));
+        shared_.cache.refreshed(key, now + ttl, now);
+      }
+      decided(service, PersistOutcome::CacheHit);
+      return done(s);
+    }
+    // The cached server cannot be used: the store decides its replacement (all engines alike).
+  }
+  if (!store_.available()) return degraded(service, key, create, done);
+  // The callbacks hold the service (and through it the pool and its servers) until they run.
+  if (!create) {
+    store_.get(key, [this, svc, key, done](const state::Reply& r) {
+      if (!r.ok) return degraded(*svc, key, false, done);
+      fromStore(svc, key, r.value, done);
+    });
+    return;
+  }
+  const lb::Server* proposed = service.balancer->pick(pickContext(now));
+  if (proposed == nullptr) return done(nullptr);
+  store_.getOrCreate(key, proposed->id, std::chrono::milliseconds(ttl),
+                     [this, svc, key, done](const state::Reply& r) {
+                       if (!r.ok) return degraded(*svc, key, true, done);
+                       if (r.created) {
+                         shared_.cache.insert(key, *r.value, loop_.now() + ttlMs(*svc), loop_.now());
+                         decided(*svc, PersistOutcome::Created);
+                         return done(svc->pool.findServer(*r.value));
+                       }
+                       fromStore(svc, key, r.value, done);
+                     });
+}
+
+void PersistenceResolver::fromStore(const std::shared_ptr<Service>& svc, const std::string& key,
+                                    const std::optional<std::string>& id, Done done) {
+  Service& service = *svc;
+  const uint64_t now = loop_.now();
+  if (!id) {  // app_cookie: a session the store does not know (expired, or never learned)
+    decided(service, PersistOutcome::Unknown);
+    return done(nullptr);
+  }
+  const lb::Server* s = service.pool.findServer(*id);
+  if (s != nullptr && lb::usable(*s, pickContext(now))) {
+    shared_.cache.insert(key, *id, now + ttlMs(service), now);
+    decided(service, PersistOutcome::Existing);
+    return done(s);
+  }
+  replace(svc, key, s, *id, std::move(done));
+}
+
+void PersistenceResolver::replace(const std::shared_ptr<Service>& svc, const std::string& key,
+                                  const lb::Server* gone, const std::string& gone_id, Done done) {
+  Service& service = *svc;
+  // The persisted server is down, disabled, draining or no longer in the pool: pick another and
+  // replace the entry only if it still names the old one, so that every engine ends up with the
+  // first replacement made.
+  lb::PickContext ctx = pickContext(loop_.now());
+  uint32_t excluded[1];
+  if (gone != nullptr) {
+    excluded[0] = gone->index;
+    ctx.excluded = std::span<const uint32_t>(excluded, 1);
+  }
+  const lb::Server* replacement = service.balancer->pick(ctx);
+  if (replacement == nullptr) return done(nullptr);
+  store_.compareAndSet(
+      key, gone_id, replacement->id, service.config.persistence.timeout,
+      [this, svc, key, replacement, done](const state::Reply& r) {
+        if (!r.ok) return degraded(*svc, key, true, done);
+        const lb::Server* winner = r.value ? svc->pool.findServer(*r.value) : nullptr;
+        if (winner == nullptr || !lb::usable(*winner, pickContext(loop_.now()))) winner = replacement;
+        shared_.cache.insert(key, winner->id, loop_.now() + ttlMs(*svc), loop_.now());
+        decided(*svc, PersistOutcome::Replaced);
+        done(winner);
+      });
+}
+
+void PersistenceResolver::degraded(Service& service, const std::string& key, bool create,
+                                   const Done& done) {
+  if (!create) {  // app_cookie: nothing to agree on without the store
+    decided(service, PersistOutcome::Unknown);
+    return done(nullptr);
+  }
+  // Every engine computes the same server from the key alone.
+  lb::PickContext ctx = pickContext(loop_.now());
+  ctx.has_hash = true;
+  ctx.hash = lb::hashKey(key);
+  const lb::Server* s = service.hash_fallback->pick(ctx);
+  if (s == nullptr) return done(nullptr);
+  decided(service, PersistOutcome::Degraded);
+  shared_.cache.insert(key, s->id, loop_.now() + ttlMs(service), loop_.now());
+  shared_.remember({key, s->id, ttlMs(service)});
+  done(s);
+}
+
+void PersistenceResolver::learn(Service& service, const std::string& key, const lb::Server& server) {
+  const uint64_t now = loop_.now();
+  std::optional<EntryCache::Entry> hit = shared_.cache.lookup(key, now);
+  if (hit && hit->value == server.id) return;  // known already
+  shared_.cache.insert(key, server.id, now + ttlMs(service), now);
+  if (!store_.available()) {
+    shared_.remember({key, server.id, ttlMs(service)});
+    return;
+  }
+  // A session cookie belongs to the server that issued it: create-if-absent is enough (a server
+  // issuing the same value as another would be a conflict the first one wins).
+  store_.getOrCreate(key, server.id, service.config.persistence.timeout, [](const state::Reply&) {});
+}
+
+void PersistenceResolver::resync() {
+  std::vector<PersistenceShared::Pending> pending = shared_.takePending();
+  // What this engine knows may be gone from the store too (a restart that lost its data): the
+  // cached entries are written back as well, create-if-absent, so the store knows them again
+  // before other engines decide otherwise. Where the store has an entry already, it wins here
+  // too. (Decisions made without the store come last: they may overwrite the cache's copy.)
+  const uint64_t now = loop_.now();
+  std::vector<EntryCache::Item> cached = shared_.cache.items(now);
+  std::vector<PersistenceShared::Pending> all;
+  all.reserve(cached.size() + pending.size());
+  for (auto& c : cached) all.push_back({std::move(c.key), std::move(c.value), c.expires_ms - now});
+  for (auto& p : pending) all.push_back(std::move(p));
+  pending = std::move(all);
+  for (auto& p : pending) {
+    if (!store_.available()) {  // gone again: keep the rest for the next time
+      shared_.remember(std::move(p));
+      continue;
+    }
+    std::string key = p.key, mine = p.server_id;
+    store_.getOrCreate(key, mine, std::chrono::milliseconds(p.ttl_ms),
+                       [this, key, mine, ttl = p.ttl_ms](const state::Reply& r) {
+                         if (!r.ok) return;
+                         // Written back (or found there already, from another engine).
+                         shared_.resynced.fetch_add(1, std::memory_order_relaxed);
+                         if (r.value && *r.value != mine) {
+                           // Another engine decided first: its entry wins, here too.
+                           shared_.resync_conflicts.fetch_add(1, std::memory_order_relaxed);
+                           shared_.cache.insert(key, *r.value, loop_.now() + ttl, loop_.now());
+                         }
+                       });
+  }
+}
+
+// ---- keys -----------------------------------------------------------------------------------------
+
+std::string clientIpKey(const SocketAddress& peer, uint32_t ipv4_prefix, uint32_t ipv6_prefix) {
+  char text[INET6_ADDRSTRLEN + 8];
+  if (peer.family() == AF_INET) {
+    in_addr a = reinterpret_cast<const sockaddr_in*>(peer.sockaddrPtr())->sin_addr;
+    uint32_t mask = ipv4_prefix >= 32 ? 0xffffffffu : ~(0xffffffffu >> ipv4_prefix);
+    a.s_addr = htonl(ntohl(a.s_addr) & mask);
+    inet_ntop(AF_INET, &a, text, sizeof text);
+    if (ipv4_prefix >= 32) return text;
+    return std::string(text) + "/" + std::to_string(ipv4_prefix);
+  }
+  if (peer.family() == AF_INET6) {
+    in6_addr a = reinterpret_cast<const sockaddr_in6*>(peer.sockaddrPtr())->sin6_addr;
+    for (uint32_t bit = ipv6_prefix; bit < 128; ++bit) a.s6_addr[bit / 8] &= ~(0x80u >> (bit % 8));
+    inet_ntop(AF_INET6, &a, text, sizeof text);
+    if (ipv6_prefix >= 128) return text;
+    return std::string(text) + "/" + std::to_string(ipv6_prefix);
+  }
+  return {};
+}
+
+std::string serverCookieValue(const lb::Server& server) {
+  char text[17];
+  std::snprintf(text, sizeof text, "%016llx",
+                static_cast<unsigned long long>(lb::hashKey(server.id)));
+  return text;
+}
+
+}  // namespace ballast::proxy

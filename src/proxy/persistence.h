@@ -1,0 +1,105 @@
+// Session persistence through the shared store (DESIGN.md, "Synchronized LB state"): a client's key
+// maps to a server, the same on every engine. The first engine to see a key proposes the server
+// its algorithm picks and creates the entry atomically; every other engine gets that entry. A
+// persisted server that can no longer be used is replaced with compare-and-set, so all engines
+// converge on one replacement. When the store cannot be reached, decisions fall back to a
+// consistent hash of the key over the usable servers (engines still agree), are remembered, and are
+// written when the store is back (create-if-absent: an entry made meanwhile wins).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "core/event_loop.h"
+#include "lb/pool.h"
+#include "proxy/entry_cache.h"
+#include "state/state_store.h"
+
+namespace ballast::proxy {
+
+struct Service;
+
+// Where a decision came from (counters in /state and /metrics).
+enum class PersistOutcome : uint8_t {
+  CacheHit,   // this engine's cache knew the key
+  Existing,   // the store had the entry
+  Created,    // this engine created the entry
+  Replaced,   // the entry's server could not be used; replaced (by this engine or another)
+  Degraded,   // the store could not answer: consistent hash of the key
+  Unknown,    // app_cookie: a session the store does not know; the algorithm decides
+  kCount,
+};
+const char* persistOutcomeName(PersistOutcome o);
+constexpr size_t kPersistOutcomes = static_cast<size_t>(PersistOutcome::kCount);
+
+// One per engine, shared by its workers.
+class PersistenceShared {
+ public:
+  PersistenceShared(state::StoreBackend& backend, size_t cache_size)
+      : backend(backend), cache(cache_size) {}
+
+  state::StoreBackend& backend;
+  EntryCache cache;
+
+  // Decisions made without the store, to write when it is back (bounded; the oldest go first).
+  struct Pending {
+    std::string key;
+    std::string server_id;
+    uint64_t ttl_ms;
+  };
+  void remember(Pending p);
+  std::vector<Pending> takePending();
+  size_t pending() const;
+  std::atomic<uint64_t> pending_dropped{0};
+  std::atomic<uint64_t> resynced{0};       // pending decisions written back
+  std::atomic<uint64_t> resync_conflicts{0};  // ... of which the store already had another server
+
+ private:
+  static constexpr size_t kMaxPending = 100000;
+  mutable std::mutex mutex_;
+  std::deque<Pending> pending_;
+};
+
+// One per worker: resolves keys with that worker's store connection.
+class PersistenceResolver {
+ public:
+  PersistenceResolver(EventLoop& loop, state::StateStore& store, PersistenceShared& shared)
+      : loop_(loop), store_(store), shared_(shared) {}
+
+  using Done = std::function<void(const lb::Server*)>;
+  // Finds the server for `key` (a relative store key, "persist:{vs}:{client key}") in the
+  // service's pool and calls done(server) on this worker, possibly before returning. With
+  // `create`, an unknown key gets the algorithm's pick, stored; without (app_cookie), it gets
+  // nullptr and nothing is stored. nullptr also when no server of the pool can be used.
+  void resolve(const std::shared_ptr<Service>& service, const std::string& key, bool create,
+               Done done);
+  // Records that key maps to server (app_cookie: the server issued a session cookie).
+  void learn(Service& service, const std::string& key, const lb::Server& server);
+  // Writes the decisions made while the store was unreachable (create-if-absent).
+  void resync();
+
+ private:
+  void fromStore(const std::shared_ptr<Service>& service, const std::string& key,
+                 const std::optional<std::string>& id, Done done);
+  void replace(const std::shared_ptr<Service>& service, const std::string& key,
+               const lb::Server* gone, const std::string& gone_id, Done done);
+  void degraded(Service& service, const std::string& key, bool create, const Done& done);
+  void decided(Service& service, PersistOutcome outcome);
+
+  EventLoop& loop_;
+  state::StateStore& store_;
+  PersistenceShared& shared_;
+};
+
+// The key of a client under the service's persistence type ("" when the request has none).
+std::string clientIpKey(const SocketAddress& peer, uint32_t ipv4_prefix, uint32_t ipv6_prefix);
+// The opaque cookie value naming a server (http_cookie): stable across engines and restarts.
+std::string serverCookieValue(const lb::Server& server);
+
+}  // namespace ballast::proxy
