@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -40,11 +41,15 @@ struct Pool {
   std::unique_ptr<std::atomic<uint64_t>> rr_next = std::make_unique<std::atomic<uint64_t>>(0);
   // consistent_hash (and persistence's fallback): the Maglev lookup table (server indexes).
   std::vector<uint32_t> maglev;
-  std::unordered_map<std::string, uint32_t> by_id;  // server id -> index
+  struct IdHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  std::unordered_map<std::string, uint32_t, IdHash, std::equal_to<>> by_id;  // server id -> index
 
   // The server with this id (persistence entries name servers by id), or null.
   const Server* findServer(std::string_view id) const {
-    auto it = by_id.find(std::string(id));
+    auto it = by_id.find(id);
     return it == by_id.end() ? nullptr : &servers[it->second];
   }
 };

@@ -439,7 +439,7 @@ void HttpSession::startExchange() {
   if (service_->pool.config->lb_algorithm == config::LbAlgorithm::ConsistentHash)
     has_hash_ = hashRequest(head, &hash_);
   preferred_ = nullptr;
-  std::string persist_key = persistenceKey(head);
+  persistenceKey(head);
 
   // The head views cin_: serialize it (and take it out of cin_) before anything can wait.
   http::RequestForwarding fwd;
@@ -471,27 +471,31 @@ void HttpSession::startExchange() {
     replay_.append(cin_.readPtr(), request_left_);
   }
   forwardRequestBody();
-  if (persist_key.empty() || ctx_.persistence == nullptr) return connectExchange();
+  if (persist_key_.empty() || ctx_.persistence == nullptr) return connectExchange();
+  if (const lb::Server* s = ctx_.persistence->fromCache(*service_, persist_key_)) {
+    preferred_ = s;
+    return connectExchange();
+  }
 
   // Which server this client persists to: maybe known at once (the cache), maybe after a store
   // round trip, during which the request waits here (the worker does not).
   resp_ = Resp::Resolving;
   uint64_t id = ++exchange_id_;
-  // The answer may come before resolve() returns (cache, memory store): then this function
+  // The answer may come before resolve() returns (memory store, store down): then this function
   // carries on; later, the callback does (and drives the session itself).
-  auto waiting = std::make_shared<bool>(false);
+  resolve_waiting_ = false;
   bool create = service_->config.persistence.type != config::PersistenceType::AppCookie;
-  ctx_.persistence->resolve(service_, persist_key, create,
-                            [this, alive = alive_, id, waiting](const lb::Server* s) {
+  ctx_.persistence->resolve(service_, persist_key_, create,
+                            [this, alive = alive_, id](const lb::Server* s) {
                               if (!*alive || exchange_id_ != id || resp_ != Resp::Resolving) return;
                               preferred_ = s;
                               resp_ = Resp::Idle;
-                              if (!*waiting) return;
+                              if (!resolve_waiting_) return;
                               connectExchange();
                               run();
                             });
   if (resp_ == Resp::Resolving) {
-    *waiting = true;
+    resolve_waiting_ = true;
     return;
   }
   connectExchange();
@@ -527,19 +531,22 @@ void HttpSession::connectExchange() {
   if (!acquireUpstream(true)) respondError(503, ErrorKind::NoServer);
 }
 
-std::string HttpSession::persistenceKey(const http::RequestHead& head) {
+void HttpSession::persistenceKey(const http::RequestHead& head) {
   const config::Persistence& p = service_->config.persistence;
-  std::string key;
+  persist_key_.clear();
+  std::string_view key;
+  std::string ip;
   switch (p.type) {
     case config::PersistenceType::None:
-      return {};
+      return;
     case config::PersistenceType::ClientIp:
-      key = clientIpKey(peer_, p.ipv4_prefix, p.ipv6_prefix);
+      ip = clientIpKey(peer_, p.ipv4_prefix, p.ipv6_prefix);
+      key = ip;
       break;
     case config::PersistenceType::HttpHeader:
       for (const http::Field& f : head.fields)
         if (http::equalsIgnoreCase(f.name, p.header)) {
-          key.assign(f.value);
+          key = f.value;
           break;
         }
       break;
@@ -551,20 +558,21 @@ std::string HttpSession::persistenceKey(const http::RequestHead& head) {
           if (serverCookieValue(s) == presented_cookie_ &&
               lb::usable(s, lb::PickContext{{}, ctx_.loop.now()})) {
             preferred_ = &s;
-            return {};
+            return;
           }
       }
       // No cookie (or a stale one): the client's address keys a shared entry, so that a
       // cookie-less retry from the same client lands on the same server as this request.
-      key = clientIpKey(peer_, 32, 128);
+      ip = clientIpKey(peer_, 32, 128);
+      key = ip;
       break;
     }
     case config::PersistenceType::AppCookie:
-      key.assign(cookieValue(head, p.cookie));
+      key = cookieValue(head, p.cookie);
       break;
   }
-  if (key.empty()) return {};
-  return "persist:" + service_->config.name + ":" + key;
+  if (key.empty()) return;
+  persist_key_.append("persist:").append(service_->config.name).append(":").append(key);
 }
 
 bool HttpSession::hashRequest(const http::RequestHead& head, uint64_t* hash) const {

@@ -77,7 +77,8 @@ class HttpSession final : public Session, public IoHandler, public UpstreamUser,
   // unconsumed_request: bytes of the request still in cin_ (counted as received).
   void logAccess(uint64_t unconsumed_request = 0);
   void connectExchange();
-  std::string persistenceKey(const http::RequestHead& head);
+  // Sets persist_key_ to the request's persistence key ("" when it has none).
+  void persistenceKey(const http::RequestHead& head);
   std::string persistenceOnResponse(const http::ResponseHead& head);
   void discardUnsentResponse();
   bool answeringHead() const;
@@ -146,7 +147,9 @@ class HttpSession final : public Session, public IoHandler, public UpstreamUser,
   ServerAttempt attempt_;
   uint64_t attempt_start_us_ = 0;
   const lb::Server* preferred_ = nullptr;  // persistence's server for this request
+  std::string persist_key_;         // "persist:{vs}:{client key}" (storage reused)
   std::string presented_cookie_;    // http_cookie: the value of our cookie in the request
+  bool resolve_waiting_ = false;    // startExchange() returned while the store was asked
   uint64_t exchange_id_ = 0;        // tells a late store answer from the current exchange's
   bool has_hash_ = false;           // consistent_hash key of this request
   uint64_t hash_ = 0;

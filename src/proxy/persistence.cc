@@ -66,28 +66,31 @@ void PersistenceResolver::decided(Service& service, PersistOutcome outcome) {
   service.counters.persistence[static_cast<size_t>(outcome)].add();
 }
 
+const lb::Server* PersistenceResolver::fromCache(Service& service, std::string_view key) {
+  const uint64_t now = loop_.now();
+  if (!shared_.cache.lookup(key, now, &scratch_)) return nullptr;
+  const lb::Server* s = service.pool.findServer(scratch_.value);
+  // A cached server that cannot be used: the store decides its replacement (all engines alike).
+  if (s == nullptr || !lb::usable(*s, pickContext(now))) return nullptr;
+  // The store's copy lives as long as it is used, but is told so only now and then.
+  const uint64_t ttl = ttlMs(service);
+  if (now - scratch_.refreshed_ms > ttl / 4) {
+    store_.touch(key, std::chrono::milliseconds(ttl));
+    shared_.cache.refreshed(key, now + ttl, now);
+  }
+  decided(service, PersistOutcome::CacheHit);
+  return s;
+}
+
 void PersistenceResolver::resolve(const std::shared_ptr<Service>& svc, const std::string& key,
                                   bool create, Done done) {
   Service& service = *svc;
   const uint64_t now = loop_.now();
   const uint64_t ttl = ttlMs(service);
-  if (std::optional<EntryCache::Entry> hit = shared_.cache.lookup(key, now)) {
-    const lb::Server* s = service.pool.findServer(hit->value);
-    if (s != nullptr && lb::usable(*s, pickContext(now))) {
-      // The store's copy lives as long as it is used, but is told so only now and then.
-      if (now - hit->refreshed_ms > ttl / 4) {
-        store_.touch(key, std::chrono::milliseconds(ttl));
-        shared_.cache.refreshed(key, now + ttl, now);
-      }
-      decided(service, PersistOutcome::CacheHit);
-      return done(s);
-    }
-    // The cached server cannot be used: the store decides its replacement (all engines alike).
-  }
   if (!store_.available()) return degraded(service, key, create, done);
   // The callbacks hold the service (and through it the pool and its servers) until they run.
   if (!create) {
-    store_.get(key, [this, svc, key, done](const state::Reply& r) {
+    store_.get(key, [this, svc, key, done = std::move(done)](const state::Reply& r) {
       if (!r.ok) return degraded(*svc, key, false, done);
       fromStore(svc, key, r.value, done);
     });
@@ -96,7 +99,7 @@ void PersistenceResolver::resolve(const std::shared_ptr<Service>& svc, const std
   const lb::Server* proposed = service.balancer->pick(pickContext(now));
   if (proposed == nullptr) return done(nullptr);
   store_.getOrCreate(key, proposed->id, std::chrono::milliseconds(ttl),
-                     [this, svc, key, done](const state::Reply& r) {
+                     [this, svc, key, done = std::move(done)](const state::Reply& r) {
                        if (!r.ok) return degraded(*svc, key, true, done);
                        if (r.created) {
                          shared_.cache.insert(key, *r.value, loop_.now() + ttlMs(*svc), loop_.now());
@@ -170,8 +173,7 @@ void PersistenceResolver::degraded(Service& service, const std::string& key, boo
 
 void PersistenceResolver::learn(Service& service, const std::string& key, const lb::Server& server) {
   const uint64_t now = loop_.now();
-  std::optional<EntryCache::Entry> hit = shared_.cache.lookup(key, now);
-  if (hit && hit->value == server.id) return;  // known already
+  if (shared_.cache.lookup(key, now, &scratch_) && scratch_.value == server.id) return;  // known
   shared_.cache.insert(key, server.id, now + ttlMs(service), now);
   if (!store_.available()) {
     shared_.remember({key, server.id, ttlMs(service)});

@@ -14,6 +14,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/event_loop.h"
@@ -72,11 +73,15 @@ class PersistenceResolver {
   PersistenceResolver(EventLoop& loop, state::StateStore& store, PersistenceShared& shared)
       : loop_(loop), store_(store), shared_(shared) {}
 
+  // The server this engine's cache knows for `key` (a relative store key, "persist:{vs}:{client
+  // key}") when it can be used: decided at once, without allocating. nullptr: ask resolve().
+  const lb::Server* fromCache(Service& service, std::string_view key);
+
   using Done = std::function<void(const lb::Server*)>;
-  // Finds the server for `key` (a relative store key, "persist:{vs}:{client key}") in the
-  // service's pool and calls done(server) on this worker, possibly before returning. With
-  // `create`, an unknown key gets the algorithm's pick, stored; without (app_cookie), it gets
-  // nullptr and nothing is stored. nullptr also when no server of the pool can be used.
+  // Asks the store for the server of `key` (after fromCache() had none) and calls done(server) on
+  // this worker, possibly before returning. With `create`, an unknown key gets the algorithm's
+  // pick, stored; without (app_cookie), it gets nullptr and nothing is stored. nullptr also when
+  // no server of the pool can be used. A known entry whose server cannot be used is replaced.
   void resolve(const std::shared_ptr<Service>& service, const std::string& key, bool create,
                Done done);
   // Records that key maps to server (app_cookie: the server issued a session cookie).
@@ -95,6 +100,7 @@ class PersistenceResolver {
   EventLoop& loop_;
   state::StateStore& store_;
   PersistenceShared& shared_;
+  EntryCache::Entry scratch_;  // fromCache()'s copy of an entry (its storage is reused)
 };
 
 // The key of a client under the service's persistence type ("" when the request has none).

@@ -521,7 +521,8 @@ std::string ServiceEngine::stateJson(std::string_view query) const {
       view.key = percentDecode(param.substr(4));
       std::string stored = "persist:" + view.key;
       view.store = store_->inspect(stored);
-      if (auto hit = persistence_->cache.lookup(stored, monotonicMs())) view.cached = hit->value;
+      proxy::EntryCache::Entry hit;
+      if (persistence_->cache.lookup(stored, monotonicMs(), &hit)) view.cached = hit.value;
       entry = std::move(view);
     }
     if (end == std::string_view::npos) break;

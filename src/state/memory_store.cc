@@ -27,9 +27,11 @@ constexpr size_t kSweepBuckets = 16;  // buckets examined by one sweep step
 
 uint64_t ttlMs(Duration ttl) { return ttl.count() < 1 ? 1 : static_cast<uint64_t>(ttl.count()); }
 
+// Not noexcept on purpose: libstdc++ then keeps each node's hash code, so a lookup compares keys
+// only on a full hash match instead of reading every colliding key's bytes.
 struct KeyHash {
   using is_transparent = void;
-  size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+  size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
 };
 
 class MemoryMap {
