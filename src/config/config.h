@@ -84,7 +84,19 @@ struct VirtualService {
   uint32_t retries = 2;
   std::string access_log;                       // "" = off, "stdout", or a file path
   Persistence persistence;                      // type None: off
+  std::string se_group = "default";             // managed engines: the SE group it is placed in
   int line = 0;                                 // where it was defined, for messages
+};
+
+// A group of service engines that virtual services are placed on (the controller's; a standalone
+// engine accepts and ignores them).
+struct SeGroup {
+  std::string name;
+  uint32_t max_vs_per_se = 10;                  // virtual services one SE of the group may serve
+  uint32_t min_se_per_vs = 1;                   // SEs each virtual service runs on
+  std::string ha_mode = "n_plus_m";             // the only mode for now
+  uint32_t spares = 0;                          // SEs kept free (the "m" of n + m)
+  int line = 0;
 };
 
 struct Server {
@@ -155,6 +167,7 @@ struct Config {
   std::vector<VirtualService> virtual_services;
   std::vector<Pool> pools;
   std::vector<HealthMonitor> health_monitors;
+  std::vector<SeGroup> se_groups;               // "default" is implied when not listed
 
   const Pool* findPool(const std::string& name) const;
   const HealthMonitor* findMonitor(const std::string& name) const;

@@ -422,12 +422,12 @@ class Loader {
     if (!root.IsMap()) {
       errors_.add(lineOf(root), "",
                   "expected a map at the top level (keys: se, store, virtual_services, pools, "
-                  "health_monitors)");
+                  "health_monitors, se_groups)");
       return;
     }
 
     MapFields top(errors_, root, "",
-                  {"se", "store", "virtual_services", "pools", "health_monitors"});
+                  {"se", "store", "virtual_services", "pools", "health_monitors", "se_groups"});
     if (const Field* se = top.get("se"); se != nullptr && read_.isMap(*se)) loadSe(*se);
     if (const Field* store = top.get("store"); store != nullptr && read_.isMap(*store)) {
       loadStore(*store);
@@ -440,10 +440,14 @@ class Loader {
     if (const Field* pools = top.get("pools"); pools != nullptr && read_.isList(*pools)) {
       forEachMap(*pools, &Loader::loadPool);
     }
+    if (const Field* groups = top.get("se_groups"); groups != nullptr && read_.isList(*groups)) {
+      forEachMap(*groups, &Loader::loadSeGroup);
+    }
     if (const Field* vss = top.get("virtual_services"); vss != nullptr && read_.isList(*vss)) {
       forEachMap(*vss, &Loader::loadVirtualService);
     }
     checkPoolReferences();
+    checkSeGroupReferences();
   }
 
   // Calls load(item, "list[i]") for each item of a list of maps (an item that is not a map is an
@@ -595,7 +599,7 @@ class Loader {
     MapFields map(errors_, node, path,
                   {"name", "listen", "protocol", "pool", "max_connections", "max_header_size",
                    "max_headers", "x_forwarded_for", "timeouts", "retries", "access_log",
-                   "persistence"});
+                   "persistence", "se_group"});
     VirtualService vs;
     vs.line = map.line();
 
@@ -641,6 +645,9 @@ class Loader {
       if (read_.string(f, &vs.pool)) {
         pool_references_.push_back({vs.pool, f.line, f.path, is_tcp});
       }
+    }
+    if (const Field* f = map.get("se_group"); f != nullptr && read_.name(*f, &vs.se_group)) {
+      group_references_.push_back({vs.se_group, f->line, f->path});
     }
 
     if (const Field* f = map.get("max_connections")) {
@@ -966,6 +973,34 @@ class Loader {
     }
   }
 
+  void loadSeGroup(const YAML::Node& node, const std::string& path) {
+    MapFields map(errors_, node, path, {"name", "max_vs_per_se", "min_se_per_vs", "ha_mode", "spares"});
+    SeGroup group;
+    group.line = map.line();
+    if (read_.requireField(map, "name")) {
+      const Field& f = *map.get("name");
+      if (read_.name(f, &group.name)) checkUnique(f, group.name, "SE group", &group_names_);
+    }
+    if (const Field* f = map.get("max_vs_per_se")) read_.integer(*f, 1, 100000, &group.max_vs_per_se);
+    if (const Field* f = map.get("min_se_per_vs")) read_.integer(*f, 1, 1000, &group.min_se_per_vs);
+    if (const Field* f = map.get("spares")) read_.integer(*f, 0, 1000, &group.spares);
+    if (const Field* f = map.get("ha_mode"); f != nullptr && read_.string(*f, &group.ha_mode) &&
+                                             group.ha_mode != "n_plus_m") {
+      errors_.add(*f, "expected n_plus_m (the only HA mode for now)");
+    }
+    config_.se_groups.push_back(std::move(group));
+  }
+
+  // A virtual service's se_group names a group of the document, or the implied "default".
+  void checkSeGroupReferences() {
+    for (const GroupReference& ref : group_references_) {
+      if (ref.group == "default") continue;
+      bool found = std::any_of(group_names_.begin(), group_names_.end(),
+                               [&](const Seen& seen) { return seen.name == ref.group; });
+      if (!found) errors_.add(ref.line, ref.path, "no SE group named \"" + ref.group + "\"");
+    }
+  }
+
   void loadHealthMonitor(const YAML::Node& node, const std::string& path) {
     MapFields map(errors_, node, path,
                   {"name", "type", "interval", "timeout", "rise", "fall", "request", "host",
@@ -1193,6 +1228,13 @@ class Loader {
   std::vector<Seen> vs_names_;
   std::vector<Seen> pool_names_;
   std::vector<Seen> monitor_names_;
+  std::vector<Seen> group_names_;
+  struct GroupReference {
+    std::string group;
+    int line = 0;
+    std::string path;
+  };
+  std::vector<GroupReference> group_references_;
   std::vector<PoolReference> pool_references_;
 };
 

@@ -876,7 +876,7 @@ health_monitors: [{name: hc, type: ping}]
                   "test.yaml:12: virtual_services[0].pool: no pool named \"missing\"",
                   "test.yaml:13: virtual_services[0].colour: unknown key (expected one of: name, "
                   "listen, protocol, pool, max_connections, max_header_size, max_headers, "
-                  "x_forwarded_for, timeouts, retries, access_log, persistence)",
+                  "x_forwarded_for, timeouts, retries, access_log, persistence, se_group)",
                   "test.yaml:14: virtual_services[1].name: virtual service \"web\" is already "
                   "defined on line 9",
                   "test.yaml:15: virtual_services[1].listen: 127.0.0.1:8080 is already used by "
@@ -942,14 +942,14 @@ se: {}
   // A repeated unknown or unsupported key is reported at each place.
   EXPECT_THAT(errorsOf("colour: 1\ncolour: 2\n"),
               ElementsAre("test.yaml:1: colour: unknown key (expected one of: se, store, "
-                          "virtual_services, pools, health_monitors)",
+                          "virtual_services, pools, health_monitors, se_groups)",
                           "test.yaml:2: colour: duplicate key (first on line 1)"));
 }
 
 TEST(ErrorTest, UnknownKeysListTheKnownOnes) {
   EXPECT_THAT(errorsOf("servers: []\n"),
               ElementsAre("test.yaml:1: servers: unknown key (expected one of: se, store, "
-                          "virtual_services, pools, health_monitors)"));
+                          "virtual_services, pools, health_monitors, se_groups)"));
   EXPECT_EQ(onlyError("se: {threads: 4}"),
             "se.threads: unknown key (expected one of: workers, admin, drain_timeout, "
             "buffer_size, control_socket)");
@@ -976,7 +976,7 @@ TEST(ErrorTest, UnknownKeysListTheKnownOnes) {
   // Keys are case-sensitive.
   EXPECT_EQ(onlyError("SE: {}"),
             "SE: unknown key (expected one of: se, store, virtual_services, pools, "
-            "health_monitors)");
+            "health_monitors, se_groups)");
 }
 
 TEST(ErrorTest, NonStringKeys) {
@@ -1011,10 +1011,10 @@ TEST(ErrorTest, EmptyOrNonMapDocuments) {
   }
   EXPECT_THAT(errorsOf("- se\n- pools\n"),
               ElementsAre("test.yaml:1: expected a map at the top level (keys: se, store, "
-                          "virtual_services, pools, health_monitors)"));
+                          "virtual_services, pools, health_monitors, se_groups)"));
   EXPECT_THAT(errorsOf("\n\nhello\n"),
               ElementsAre("test.yaml:3: expected a map at the top level (keys: se, store, "
-                          "virtual_services, pools, health_monitors)"));
+                          "virtual_services, pools, health_monitors, se_groups)"));
   EXPECT_THAT(errorsOf("se: {}\n---\nse: {}\n"),
               ElementsAre("test.yaml:2: expected a single YAML document"));
   // The first document is still checked.
@@ -2369,6 +2369,44 @@ TEST(ExamplesTest, DocumentationFullExampleLoads) {
                             [&](const VirtualService& vs) { return vs.persistence.type == t; }))
         << toString(t);
   }
+}
+
+
+// ---------------------------------------------------------------------------------------------
+// SE groups (the controller places virtual services on the SEs of a group)
+
+TEST(SeGroupsTest, DefaultsAndReferences) {
+  auto config = mustLoad(withVs(kHttpVs) + "se_groups:\n  - name: edge\n");
+  ASSERT_EQ(config->se_groups.size(), 1u);
+  const SeGroup& g = config->se_groups[0];
+  EXPECT_EQ(g.name, "edge");
+  EXPECT_EQ(g.max_vs_per_se, 10u);
+  EXPECT_EQ(g.min_se_per_vs, 1u);
+  EXPECT_EQ(g.ha_mode, "n_plus_m");
+  EXPECT_EQ(g.spares, 0u);
+  EXPECT_EQ(config->virtual_services[0].se_group, "default");  // implied, needs no entry
+
+  config = mustLoad(withVs(kHttpVs + "se_group: edge\n") +
+                    "se_groups:\n  - { name: edge, max_vs_per_se: 3, min_se_per_vs: 2, spares: 1 }\n");
+  EXPECT_EQ(config->virtual_services[0].se_group, "edge");
+  EXPECT_EQ(config->se_groups[0].max_vs_per_se, 3u);
+  EXPECT_EQ(config->se_groups[0].min_se_per_vs, 2u);
+  EXPECT_EQ(config->se_groups[0].spares, 1u);
+}
+
+TEST(SeGroupsTest, Errors) {
+  EXPECT_EQ(onlyError(withVs(kHttpVs + "se_group: nowhere\n")),
+            "virtual_services[0].se_group: no SE group named \"nowhere\"");
+  EXPECT_EQ(onlyError("se_groups:\n  - { name: a }\n  - { name: a }\n"),
+            "se_groups[1].name: SE group \"a\" is already defined on line 2");
+  EXPECT_EQ(onlyError("se_groups:\n  - { name: a, min_se_per_vs: 0 }\n"),
+            "se_groups[0].min_se_per_vs: expected an integer from 1 to 1000");
+  EXPECT_EQ(onlyError("se_groups:\n  - { name: a, ha_mode: active_standby }\n"),
+            "se_groups[0].ha_mode: expected n_plus_m (the only HA mode for now)");
+  EXPECT_EQ(onlyError("se_groups:\n  - { name: a, colour: red }\n"),
+            "se_groups[0].colour: unknown key (expected one of: name, max_vs_per_se, "
+            "min_se_per_vs, ha_mode, spares)");
+  EXPECT_EQ(onlyError("se_groups:\n  - { max_vs_per_se: 2 }\n"), "se_groups[0].name: required key is missing");
 }
 
 }  // namespace
