@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -20,9 +21,10 @@ SE_TOKEN = "se-token-0123456789abcdef"
 
 class Controller:
     """`ballast controller` on 127.0.0.1:<port>. data_dir survives stop()/start() (a restart).
-    extra: more command-line arguments (e.g. ["--se-lost-after", "2s"])."""
+    extra: more command-line arguments (e.g. ["--se-lost-after", "2s"]). tls: (cert, key) PEM
+    files: serve HTTPS; api() then trusts that certificate."""
 
-    def __init__(self, extra=(), data_dir=None, port=None):
+    def __init__(self, extra=(), data_dir=None, port=None, tls=None):
         self.tmp = tempfile.TemporaryDirectory(prefix="ballast-ctlr-")
         self.dir = self.tmp.name
         self.data_dir = data_dir or os.path.join(self.dir, "data")
@@ -33,8 +35,12 @@ class Controller:
                 f.write(token + "\n")
             self.tokens[kind] = path
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.extra = list(extra)
+        self.ssl_context = None
+        if tls:
+            self.extra += ["--tls-cert", tls[0], "--tls-key", tls[1]]
+            self.ssl_context = ssl.create_default_context(cafile=tls[0])
         self.proc = None
         self.log_path = os.path.join(self.dir, "controller.log")
         self.start()
@@ -97,7 +103,7 @@ class Controller:
                 hdrs.setdefault("Content-Type", content_type or "application/yaml")
         req = urllib.request.Request(self.url + path, data=data, method=method, headers=hdrs)
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
+            with urllib.request.urlopen(req, timeout=timeout, context=self.ssl_context) as r:
                 status, raw, rh = r.status, r.read(), r.headers
         except urllib.error.HTTPError as e:
             status, raw, rh = e.code, e.read(), e.headers
