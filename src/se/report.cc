@@ -243,6 +243,45 @@ std::string renderStatus(const proxy::Snapshot& snapshot, const EngineInfo& info
   return j.dump(2) + "\n";
 }
 
+namespace {
+
+nlohmann::json countersJson(const Totals& t) {
+  return {{"connections_total", t.connections_total},
+          {"connections_active", t.connections_active},
+          {"requests", t.requests},
+          {"retries", t.retries},
+          {"bytes_in", t.bytes_in},
+          {"bytes_out", t.bytes_out},
+          {"responses", classesJson(t.responses)},
+          {"errors", errorsJson(t.errors)},
+          {"latency", {{"buckets", t.buckets}, {"sum_us", t.sum_us}}}};
+}
+
+}  // namespace
+
+nlohmann::json renderCounters(const proxy::Snapshot& snapshot) {
+  const config::Config& cfg = *snapshot.config;
+  uint64_t now = monotonicMs();
+  nlohmann::json vss = nlohmann::json::object();
+  for (size_t i = 0; i < cfg.virtual_services.size(); ++i)
+    vss[cfg.virtual_services[i].name] = countersJson(totals(*snapshot.vs_stats[i]));
+  nlohmann::json servers = nlohmann::json::object();
+  for (const lb::Pool& pool : snapshot.pools) {
+    for (const lb::Server& s : pool.servers) {
+      Totals t = totals(s.state->stats);
+      nlohmann::json j = countersJson(t);
+      j["pool"] = pool.name;
+      j["address"] = s.address_text;
+      j["health"] = serverState(s, now);
+      j["connections_idle"] = t.connections_idle;
+      j["in_flight"] = t.in_flight;
+      j["ejections"] = t.ejections;
+      servers[s.id] = std::move(j);
+    }
+  }
+  return {{"bounds_seconds", Histogram::kBoundsSeconds}, {"virtual_services", vss}, {"servers", servers}};
+}
+
 std::string renderState(const proxy::Snapshot& snapshot, const EngineInfo& info,
                         const std::optional<EntryView>& entry) {
   const config::Config& cfg = *snapshot.config;

@@ -41,6 +41,12 @@ std::string renderState(const proxy::Snapshot& snapshot, const EngineInfo& info,
                         const std::optional<EntryView>& entry);
 
 std::string renderStatus(const proxy::Snapshot& snapshot, const EngineInfo& info);
+// Counters since start, for a managed engine's report (it sends the differences):
+// {"virtual_services": {name: {...}}, "servers": {id: {"pool", "address", "health", ...}}}, each
+// with the counters of /status and "latency": {"buckets": [...] (not cumulative, the last one
+// +Inf), "sum_us"}; "bounds_seconds" gives the buckets' upper bounds. "connections_active",
+// "connections_idle" and "in_flight" are gauges (values now).
+nlohmann::json renderCounters(const proxy::Snapshot& snapshot);
 std::string renderMetrics(const proxy::Snapshot& snapshot, const EngineInfo& info);
 
 }  // namespace ballast::se

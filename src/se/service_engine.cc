@@ -124,7 +124,7 @@ bool ServiceEngine::openListeners(const config::Config& config, ListenerFds* inh
         for (int fd : fds) setDeferAccept(fd, listenOptionsFor(vs).defer_accept_seconds);
       }
     }
-    if (fds.empty() && addressInUse(vs.listen)) {
+    if (fds.empty() && !share_listen_addresses_ && addressInUse(vs.listen)) {
       *error = "virtual service " + vs.name + ": " + vs.listen.toString() +
                " is already in use (by another service engine? to replace a running one, start "
                "with --takeover)";
@@ -168,7 +168,7 @@ bool ServiceEngine::start(std::string* error) {
   for (size_t i = 0; i < config_->virtual_services.size(); ++i)
     if (snapshot_->access_logs[i]) access_logs_[config_->virtual_services[i].access_log] = snapshot_->access_logs[i];
   size_t workers = config_->se.workers;
-  block_size_ = bufferBlockSize(*config_);
+  block_size_ = std::max(bufferBlockSize(*config_), min_block_size_);
 
   // Take the running engine's sockets (binary upgrade), then bind what is still missing: a port
   // in use is reported before anything starts.
@@ -298,6 +298,22 @@ ListenerFds ServiceEngine::listenerFds() const {
 
 ReloadResult ServiceEngine::reload() {
   std::lock_guard<std::mutex> reload_lock(reload_mutex_);
+  return applyLocked(reload_source_ ? reload_source_() : config::loadFile(config_->source), true);
+}
+
+ReloadResult ServiceEngine::apply(std::shared_ptr<const config::Config> next) {
+  std::lock_guard<std::mutex> reload_lock(reload_mutex_);
+  config::LoadResult loaded;
+  loaded.config = std::move(next);
+  return applyLocked(loaded, false);
+}
+
+ReloadResult ServiceEngine::applyText(const std::string& text, const std::string& source_name) {
+  std::lock_guard<std::mutex> reload_lock(reload_mutex_);
+  return applyLocked(config::loadString(text, source_name), false);
+}
+
+ReloadResult ServiceEngine::applyLocked(const config::LoadResult& loaded, bool reopen_logs) {
   ReloadResult result;
   auto record = [&](bool ok) {
     std::lock_guard<std::mutex> lock(snapshot_mutex_);
@@ -322,9 +338,8 @@ ReloadResult ServiceEngine::reload() {
   // A reload also reopens the access log files (after a rotation: rename, then SIGHUP).
   for (auto& [target, log] : access_logs_) {
     std::string error;
-    if (!log->reopen(&error)) spdlog::error("reload: {}", error);
+    if (reopen_logs && !log->reopen(&error)) spdlog::error("reload: {}", error);
   }
-  config::LoadResult loaded = config::loadFile(config_->source);
   if (!loaded.ok()) {
     for (const config::ConfigError& e : loaded.errors) result.errors.push_back(e.toString());
     return fail();
@@ -471,6 +486,8 @@ std::string ServiceEngine::statusJson() const {
   return renderStatus(*snap, info);
 }
 
+nlohmann::json ServiceEngine::countersJson() const { return renderCounters(*snapshot()); }
+
 namespace {
 // Fills what /metrics and /state show of the store and persistence.
 void storeInfo(const state::StoreBackend* store, const proxy::PersistenceShared* p, EngineInfo* info) {
@@ -553,13 +570,13 @@ void printErrors(const config::LoadResult& result) {
   for (const config::ConfigError& e : result.errors) std::fprintf(stderr, "%s\n", e.toString().c_str());
 }
 
+}  // namespace
+
 void setUpLogging() {
   // Logs go to stderr (stdout is for what a command prints as its result, and access logs).
   spdlog::set_default_logger(spdlog::stderr_logger_mt("ballast"));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %l %v");
 }
-
-}  // namespace
 
 int checkConfig(const std::string& path) {
   config::LoadResult result = config::loadFile(path);

@@ -3,11 +3,14 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "config/config.h"
 #include "core/access_log.h"
@@ -44,10 +47,30 @@ class ServiceEngine {
   // Loads the configuration file again and applies it without closing the listeners of virtual
   // services that stay; keeps the running configuration when the new one is invalid.
   ReloadResult reload();
+  // Applies a configuration that is already loaded (validated), as reload() does: hitless, the
+  // running one stays when it cannot be applied. se and store keep their running values.
+  ReloadResult apply(std::shared_ptr<const config::Config> next);
+  // Same from YAML (or JSON) text, validated by config::loadString.
+  ReloadResult applyText(const std::string& text, const std::string& source_name);
+
+  // For managed engines (src/se/managed.h); all three before start().
+  // Where reload() (SIGHUP, POST /reload) takes the next configuration; default: the file the
+  // running configuration was loaded from.
+  void setReloadSource(std::function<config::LoadResult()> source) { reload_source_ = std::move(source); }
+  // Other engines on this host may serve the same VIP:port (SO_REUSEPORT): do not refuse an
+  // address that is already bound. A standalone engine refuses it, since two engines sharing a
+  // port by mistake would each get a part of the traffic.
+  void shareListenAddresses(bool share) { share_listen_addresses_ = share; }
+  // Buffers at least this large (bytes), for the virtual services that later configurations
+  // may bring (buffers are sized once, at start).
+  void reserveBufferBlock(size_t bytes) { min_block_size_ = bytes; }
   // Stop accepting, let in-flight work finish up to the drain timeout, stop.
   void shutdown();
 
   std::string statusJson() const;
+  // The cumulative counters and latency histograms of every virtual service and server of the
+  // running configuration (renderCounters in report.h).
+  nlohmann::json countersJson() const;
   std::string metricsText() const;
   // GET /state: the store and persistence; with a key ("vs:client key"), that entry.
   std::string stateJson(std::string_view query) const;
@@ -62,6 +85,8 @@ class ServiceEngine {
   };
 
   std::shared_ptr<const proxy::Snapshot> snapshot() const;
+  // apply() with reload_mutex_ held; `reopen_logs` for a reload (after a log rotation).
+  ReloadResult applyLocked(const config::LoadResult& loaded, bool reopen_logs);
   // Builds a snapshot with its access logs opened; null with errors when a log cannot be opened.
   std::shared_ptr<const proxy::Snapshot> build(std::shared_ptr<const config::Config> config,
                                                std::vector<std::string>* errors);
@@ -96,7 +121,13 @@ class ServiceEngine {
   Generation generation_;
   uint64_t start_ms_ = 0;
   std::atomic<bool> draining_{false};
+  std::function<config::LoadResult()> reload_source_;
+  bool share_listen_addresses_ = false;
+  size_t min_block_size_ = 0;
 };
+
+// spdlog to stderr with the engine's line format (every `ballast se` mode).
+void setUpLogging();
 
 // `ballast se` entry points.
 int runServiceEngine(const std::string& config_path, const std::string& takeover);
