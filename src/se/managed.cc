@@ -567,19 +567,7 @@ int ManagedEngine::run(std::optional<managed::KeptDocument> kept) {
     report_done_ = true;
   });
 
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGHUP);
-  for (;;) {
-    int sig = sigwaitinfo(&set, nullptr);
-    if (sig == SIGHUP) {
-      engine_->reload();
-      continue;
-    }
-    if (sig == SIGTERM || sig == SIGINT) break;
-  }
+  engine_->waitForStopSignal();
   stopThreads();
   engine_->shutdown();
   return 0;

@@ -405,7 +405,7 @@ ReloadResult ServiceEngine::applyLocked(const config::LoadResult& loaded, bool r
   return result;
 }
 
-int ServiceEngine::runUntilSignalled() {
+void ServiceEngine::waitForStopSignal() {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
@@ -417,8 +417,12 @@ int ServiceEngine::runUntilSignalled() {
       reload();
       continue;
     }
-    if (sig == SIGTERM || sig == SIGINT) break;
+    if (sig == SIGTERM || sig == SIGINT) return;
   }
+}
+
+int ServiceEngine::runUntilSignalled() {
+  waitForStopSignal();
   shutdown();
   return 0;
 }

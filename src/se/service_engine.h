@@ -44,6 +44,8 @@ class ServiceEngine {
   // Blocks until SIGTERM or SIGINT (SIGHUP reloads), then drains (up to se.drain_timeout) and
   // stops. A second signal stops at once. Returns the process exit code.
   int runUntilSignalled();
+  // Blocks until SIGTERM or SIGINT; SIGHUP reloads meanwhile.
+  void waitForStopSignal();
   // Loads the configuration file again and applies it without closing the listeners of virtual
   // services that stay; keeps the running configuration when the new one is invalid.
   ReloadResult reload();

@@ -21,11 +21,59 @@ BALLAST_BIN = os.environ.get("BALLAST_BIN") or os.path.join(
     os.path.dirname(__file__), "..", "..", "build", "ballast")
 
 
+_PORTS_FILE = os.path.join(tempfile.gettempdir(), "ballast-test-ports")
+_PORT_HOLD_SECONDS = 900
+
+
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port():
-    """A port that was free a moment ago (the kernel's choice)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port for a test to listen on later. Tests run in parallel, and a port that was free
+    a moment ago may be taken before the test binds it: so the port is drawn below the kernel's
+    ephemeral range (a bind to port 0 or an outgoing connection never takes it meanwhile), and
+    never handed to two tests on this machine within 15 minutes (a list of recent ports under a
+    file lock, shared by the test processes). Otherwise two engines could end up sharing a port
+    through SO_REUSEPORT, each getting part of the other's connections."""
+    import fcntl
+    import random
+    high = _ephemeral_low()
+    low = 10000 if high > 11000 else 1024
+    with open(_PORTS_FILE, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        now = time.time()
+        recent = {}
+        for line in f:
+            parts = line.split()
+            if len(parts) == 2 and parts[0].isdigit():
+                try:
+                    if now - float(parts[1]) < _PORT_HOLD_SECONDS:
+                        recent[int(parts[0])] = parts[1]
+                except ValueError:
+                    pass
+        for _ in range(1000):
+            port = random.randrange(low, high)
+            if port in recent:
+                continue
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            break
+        else:
+            raise RuntimeError(f"no free port in {low}-{high}")
+        recent[port] = f"{now:.3f}"
+        f.seek(0)
+        f.truncate()
+        f.write("".join(f"{p} {t}\n" for p, t in recent.items()))
+    return port
 
 
 def wait_port(port, host="127.0.0.1", timeout=10.0):
