@@ -193,6 +193,16 @@ bool ServiceEngine::start(std::string* error) {
     spdlog::warn("takeover: {} is not in this configuration; closing its listening socket", address);
     for (int fd : list) ::close(fd);
   }
+  for (size_t w = 0; w < workers; ++w) {
+    workers_.push_back(std::make_unique<Worker>(w, block_size_, &events_));
+    workers_.back()->apply(snapshot_, fds[w]);
+  }
+  if (!startStore(error)) {
+    closeAll(fds);
+    if (takeover_conn >= 0) ::close(takeover_conn);
+    return false;
+  }
+  // The admin listener last: it answers /status and /state, which read the store.
   if (config_->se.admin) {
     admin_ = std::make_unique<AdminServer>(AdminServer::Handlers{
         [this] { return statusJson(); }, [this] { return metricsText(); },
@@ -208,15 +218,6 @@ bool ServiceEngine::start(std::string* error) {
       if (takeover_conn >= 0) ::close(takeover_conn);
       return false;
     }
-  }
-  for (size_t w = 0; w < workers; ++w) {
-    workers_.push_back(std::make_unique<Worker>(w, block_size_, &events_));
-    workers_.back()->apply(snapshot_, fds[w]);
-  }
-  if (!startStore(error)) {
-    closeAll(fds);
-    if (takeover_conn >= 0) ::close(takeover_conn);
-    return false;
   }
   for (auto& w : workers_) w->start();
   startHealth();
