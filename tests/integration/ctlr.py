@@ -12,7 +12,7 @@ import time
 import urllib.error
 import urllib.request
 
-from harness import BALLAST_BIN, free_port
+from harness import BALLAST_BIN, free_port, stop_process
 
 ADMIN_TOKEN = "admin-token-0123456789abcdef"
 READONLY_TOKEN = "readonly-token-0123456789abcdef"
@@ -71,16 +71,11 @@ class Controller:
             return f.read().decode(errors="replace")
 
     def stop(self, sig=signal.SIGTERM, timeout=20):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc is not None:
-            self.log.close()
-        return self.proc.returncode if self.proc else None
+        if self.proc is None:
+            return None
+        rc = stop_process(self.proc, sig, timeout)
+        self.log.close()
+        return rc
 
     def close(self):
         self.stop()

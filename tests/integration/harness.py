@@ -99,6 +99,19 @@ def sha256(data):
     return hashlib.sha256(data).hexdigest()
 
 
+def stop_process(proc, sig=signal.SIGTERM, timeout=30):
+    """Sends sig to a process this test started (by its pid) and waits for it; SIGKILL after
+    `timeout` seconds. Returns its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 # ---- the service engine ---------------------------------------------------------------------------
 
 class Ballast:
@@ -144,15 +157,9 @@ class Ballast:
             return f.read().decode(errors="replace")
 
     def stop(self, sig=signal.SIGTERM, timeout=30):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        rc = stop_process(self.proc, sig, timeout)
         self.log.close()
-        return self.proc.returncode
+        return rc
 
     def __enter__(self):
         return self

@@ -17,7 +17,7 @@ import unittest
 from ctlr import SE_TOKEN, Controller
 from harness import (BALLAST_BIN, BackendProcess, ClientLoad, QuietBallastTestCase,
                      admin_post, backend_name, connect_refused, free_port, listening_sockets,
-                     process_socket_inodes, status, wait_until)
+                     process_socket_inodes, status, stop_process, wait_until)
 
 
 class ManagedSe:
@@ -75,16 +75,10 @@ class ManagedSe:
         return any(i in mine for i in listening_sockets(port))
 
     def stop(self, sig=signal.SIGTERM, timeout=20):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        rc = stop_process(self.proc, sig, timeout)
         if not self.log.closed:
             self.log.close()
-        return self.proc.returncode
+        return rc
 
     def kill(self):
         return self.stop(signal.SIGKILL)
