@@ -800,14 +800,7 @@ int runManaged(const ManagedOptions& given) {
   std::optional<managed::KeptDocument> kept = managed::loadDocument(options.state_dir, &error);
   if (!error.empty()) spdlog::warn("{}; starting without it", error);
 
-  // As the standalone engine: signals are taken by the main thread, SIGPIPE never kills.
-  signal(SIGPIPE, SIG_IGN);
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  blockEngineSignals();
 
   ManagedEngine engine(options, token, *own);
   if (!engine.valid()) {

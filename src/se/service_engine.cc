@@ -422,6 +422,18 @@ void ServiceEngine::waitForStopSignal() {
   }
 }
 
+void blockEngineSignals() {
+  // Signals are taken synchronously by the main thread (waitForStopSignal); every thread started
+  // from here on inherits the blocked mask. SIGPIPE never kills us (writes use MSG_NOSIGNAL anyway).
+  signal(SIGPIPE, SIG_IGN);
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
 int ServiceEngine::runUntilSignalled() {
   waitForStopSignal();
   shutdown();
@@ -660,15 +672,7 @@ int runServiceEngine(const std::string& path, const std::string& takeover) {
     printErrors(result);
     return 1;
   }
-  // Signals are taken synchronously by the main thread; every thread started from here on
-  // inherits the blocked mask. SIGPIPE never kills us (writes use MSG_NOSIGNAL anyway).
-  signal(SIGPIPE, SIG_IGN);
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  blockEngineSignals();
 
   ServiceEngine engine(result.config, takeover);
   std::string error;

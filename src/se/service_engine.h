@@ -128,6 +128,9 @@ class ServiceEngine {
   size_t min_block_size_ = 0;
 };
 
+// Before any thread starts: SIGTERM/SIGINT/SIGHUP blocked (waitForStopSignal takes them),
+// SIGPIPE ignored (every `ballast se` mode).
+void blockEngineSignals();
 // spdlog to stderr with the engine's line format (every `ballast se` mode).
 void setUpLogging();
 

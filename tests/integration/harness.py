@@ -2027,31 +2027,7 @@ _CL_RE = _re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", _re.I)
 
 
 def _pipelined_worker(port, requests, out, batch, timeout):
-    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    buf = b""
-    try:
-        for start in range(0, len(requests), batch):
-            chunk = requests[start:start + batch]
-            sock.sendall(b"".join(chunk))
-            got = 0
-            while got < len(chunk):
-                i = buf.find(b"\r\n\r\n")
-                if i >= 0:
-                    head = buf[:i + 2]
-                    m = _CL_RE.search(head)
-                    n = int(m.group(1)) if m else 0
-                    if len(buf) >= i + 4 + n:
-                        out.append((int(head[9:12]), buf[i + 4:i + 4 + n]))
-                        buf = buf[i + 4 + n:]
-                        got += 1
-                        continue
-                b = sock.recv(1 << 20)
-                if not b:
-                    raise ConnectionClosed(f"closed after {len(out)} responses", buf)
-                buf += b
-    finally:
-        sock.close()
+    _pipelined_worker_to("127.0.0.1", port, requests, out, batch, timeout)
 
 
 def pipelined_requests(port, requests, conns=4, batch=100, timeout=30.0):
