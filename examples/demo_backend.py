@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"       # keep-alive unless the client says "Connection: close"
-    disable_nagle_algorithm = True      # head and body go out in two writes
+    disable_nagle_algorithm = True
 
     def version_string(self):
         return "ballast-demo-backend"
@@ -28,9 +28,12 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "text/plain; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
+        # Head and body in one write: a backend killed mid-answer (tests SIGKILL it under load)
+        # then sends a whole response or none, never a head without its body.
+        self._headers_buffer.append(b"\r\n")
         if send_body:
-            self.wfile.write(body)
+            self._headers_buffer.append(body)
+        self.flush_headers()
 
     def do_GET(self):
         self._answer()
