@@ -5,6 +5,7 @@
 
 #include <array>
 #include <atomic>
+#include <bit>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -47,6 +48,58 @@ class Histogram {
   Counter sum_us_;
 };
 
+// Bounds of the phase histograms (analytics): four buckets per doubling from 100 µs, each ~19%
+// wide, so percentiles read from merged histograms stay within a bucket's width of the truth.
+// bound[i] = round(100 * 2^(i/4)) µs, i = 0..79 (100 µs .. ~88 s); inclusive upper bounds.
+inline constexpr size_t kPhaseBounds = 80;
+inline constexpr std::array<uint64_t, kPhaseBounds> kPhaseBoundsUs = [] {
+  // 2^(j/4) for j = 0..3 (std::pow is not constexpr); bound[4k + j] = 100 * 2^k * 2^(j/4).
+  constexpr double kQuarterSteps[4] = {1.0, 1.189207115002721, 1.4142135623730951, 1.681792830507429};
+  std::array<uint64_t, kPhaseBounds> bounds{};
+  for (size_t i = 0; i < kPhaseBounds; ++i)
+    bounds[i] = static_cast<uint64_t>(100.0 * static_cast<double>(uint64_t{1} << (i / 4)) *
+                                          kQuarterSteps[i % 4] + 0.5);
+  return bounds;
+}();
+
+// The bucket of a duration: the first i with us <= bound[i], or kPhaseBounds (overflow).
+// bound[4k] is exactly 100 * 2^k, so the doubling comes from a bit width and at most three
+// comparisons finish it: no loop over the table on the data path.
+constexpr size_t phaseBucketIndex(uint64_t us) {
+  if (us <= kPhaseBoundsUs[0]) return 0;
+  // 100 * 2^k < us <= 100 * 2^(k+1)  <=>  2^k <= (us - 1) / 100 < 2^(k+1)
+  size_t k = static_cast<size_t>(std::bit_width((us - 1) / 100)) - 1;
+  size_t i = 4 * k + 1;
+  if (i >= kPhaseBounds) return kPhaseBounds;
+  size_t last = i + 3;  // bound 100 * 2^(k+1), or the overflow bucket after bound[79]
+  while (i < last && us > kPhaseBoundsUs[i]) ++i;
+  return i;
+}
+
+// Fine latency histogram of one phase of an exchange (see VsPhases), for the controller's
+// analytics: histograms of several workers and engines merge by adding buckets.
+class PhaseHistogram {
+ public:
+  static constexpr size_t kBuckets = kPhaseBounds + 1;  // the last one is the overflow
+
+  void observeMicros(uint64_t us) {
+    buckets_[phaseBucketIndex(us)].add();
+    sum_us_.add(us);
+  }
+  uint64_t bucket(size_t i) const { return buckets_[i].get(); }  // not cumulative
+  // The sum of the buckets (one store less per observation than a counter of its own).
+  uint64_t count() const {
+    uint64_t n = 0;
+    for (const Counter& b : buckets_) n += b.get();
+    return n;
+  }
+  uint64_t sumMicros() const { return sum_us_.get(); }
+
+ private:
+  std::array<Counter, kBuckets> buckets_;
+  Counter sum_us_;
+};
+
 // Why a connection or request failed. Names appear in /metrics (errorKindName).
 enum class ErrorKind : uint8_t {
   BadRequest,      // malformed or unsupported request (400, 417, 501, 505)
@@ -66,6 +119,26 @@ enum class ErrorKind : uint8_t {
 const char* errorKindName(ErrorKind kind);
 constexpr size_t kErrorKinds = static_cast<size_t>(ErrorKind::kCount);
 
+// Latency of an exchange by phase (analytics; see PhaseHistogram). Each phase is observed when it
+// ends, so a request that fails midway still counts in the phases it went through.
+struct VsPhases {
+  // HTTP: first byte of the request -> end of its head.
+  PhaseHistogram header;
+  // Opening a new server connection until it is established (a reused one has none).
+  PhaseHistogram connect;
+  // HTTP: request sent -> first byte of the response.
+  PhaseHistogram response;
+  // HTTP: first byte of the response -> its last byte handed to the client.
+  PhaseHistogram transfer;
+  // HTTP: first byte of the request -> last byte of the response. TCP: the connection's life.
+  PhaseHistogram total;
+};
+
+struct ServerPhases {
+  PhaseHistogram connect;   // new connections to the server
+  PhaseHistogram response;  // request sent -> first byte of the response
+};
+
 // Counters of one virtual service in one worker.
 struct alignas(64) VsCounters {
   Counter connections_total;
@@ -78,6 +151,8 @@ struct alignas(64) VsCounters {
   Counter retries;                   // further attempts on another server
   std::array<Counter, 6> persistence;  // persistence decisions by outcome (proxy::PersistOutcome)
   Histogram request_duration;        // first byte of request -> last byte of response
+  // Last, on lines of their own: the counters above keep their cache lines.
+  alignas(64) VsPhases phases;
 };
 
 // Counters of one server in one worker.
@@ -97,6 +172,8 @@ struct alignas(64) ServerCounters {
   Counter in_flight;            // requests in flight (HTTP) or open connections (TCP)
   Counter ewma_us;              // moving average of response times (µs), see recordResponseTime
   Counter ewma_samples;
+  // On lines of their own: other workers read in_flight and ewma_us at every pick.
+  alignas(64) ServerPhases phases;
 };
 
 // Folds a response time into a worker's moving average (weight 1/8 per sample, like TCP's SRTT).

@@ -102,6 +102,8 @@ void HttpSession::onUpstreamEvents(uint32_t events) {
     resp_ = Resp::Head;
     upstream_activity_ms_ = ctx_.loop.now();
     connect_us_ = ctx_.loop.nowUs() - attempt_start_us_;
+    service_->counters.phases.connect.observeMicros(connect_us_);
+    server_->phases.connect.observeMicros(connect_us_);
   }
   if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) upstream_.readable = true;
   if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) upstream_.hangup = true;
@@ -277,9 +279,12 @@ bool HttpSession::readUpstream() {
     upstream_activity_ms_ = ctx_.loop.now();
     if (!response_bytes_seen_) {
       response_bytes_seen_ = true;
+      response_first_byte_at_us_ = ctx_.loop.nowUs();
       if (request_sent_) {
-        first_byte_us_ = ctx_.loop.nowUs() - request_sent_us_;
+        first_byte_us_ = response_first_byte_at_us_ - request_sent_us_;
         server_->response_duration.observeMicros(first_byte_us_);
+        server_->phases.response.observeMicros(first_byte_us_);
+        service_->counters.phases.response.observeMicros(first_byte_us_);
         recordResponseTime(*server_, first_byte_us_);
       }
     }
@@ -426,6 +431,7 @@ void HttpSession::startExchange() {
   connect_us_ = 0;
   first_byte_us_ = 0;
   head_us_ = request_start_us_ != 0 ? ctx_.loop.nowUs() - request_start_us_ : 0;
+  if (request_start_us_ != 0) service_->counters.phases.header.observeMicros(head_us_);
   error_kind_ = nullptr;
   server_ref_ = nullptr;
   exchange_parsed_ = true;
@@ -878,7 +884,13 @@ void HttpSession::forwardResponseBody() {
 void HttpSession::completeResponse() {
   VsCounters& vs = service_->counters;
   vs.responses[statusClassIndex(status_)].add();
-  if (request_start_us_ != 0) vs.request_duration.observeMicros(ctx_.loop.nowUs() - request_start_us_);
+  uint64_t now_us = ctx_.loop.nowUs();
+  if (request_start_us_ != 0) {
+    vs.request_duration.observeMicros(now_us - request_start_us_);
+    vs.phases.total.observeMicros(now_us - request_start_us_);
+  }
+  // A response is parsed from bytes read, so its first byte was timed.
+  vs.phases.transfer.observeMicros(now_us - response_first_byte_at_us_);
   attempt_.end(status_ >= 500 ? lb::Outcome::ServerError : lb::Outcome::Success);
   logAccess();
   bool reusable = server_keep_alive_ && req_ == Req::Done && uout_.empty() && uin_.empty() &&

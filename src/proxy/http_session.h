@@ -130,6 +130,7 @@ class HttpSession final : public Session, public IoHandler, public UpstreamUser,
   bool request_sent_ = false;
   uint64_t request_start_us_ = 0;
   uint64_t request_sent_us_ = 0;
+  uint64_t response_first_byte_at_us_ = 0;  // when the first byte of the response came
   uint64_t connection_start_ms_ = 0;
   uint64_t drain_deadline_ms_ = 0;   // draining: close if idle past this
   uint64_t client_activity_ms_ = 0;

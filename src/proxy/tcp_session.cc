@@ -104,6 +104,8 @@ void TcpSession::onConnectResult(int error) {
   }
   connected_ = true;
   connect_us_ = ctx_.loop.nowUs() - connect_start_us_;
+  service_->counters.phases.connect.observeMicros(connect_us_);
+  server_->phases.connect.observeMicros(connect_us_);
   attempt_.report(lb::Outcome::Success);  // stays in flight until the connection ends
   pump();
 }
@@ -262,6 +264,7 @@ void TcpSession::finish(bool reset) {
   idle_timer_.cancel();
   connect_timer_.cancel();
   attempt_.end(std::nullopt);
+  if (start_us_ != 0) service_->counters.phases.total.observeMicros(ctx_.loop.nowUs() - start_us_);
   logAccess();
   if (upstream_ != nullptr) {
     ctx_.upstreams.close(upstream_, reset);

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "config/values.h"
+#include "se/resources.h"
 #include "se/service_engine.h"
 #include "se/snapshot.h"
 
@@ -116,8 +117,11 @@ std::string describe(const config::LoadResult& result) {
 
 namespace {
 
-bool isGauge(const std::string& key) {
-  return key == "connections_active" || key == "connections_idle" || key == "in_flight";
+// Fields of an entry that are values now (sent as they are), not counters. Only at the top of an
+// entry: "max_connections" is also an error kind, a counter, under "errors".
+bool isValue(const std::string& key) {
+  return key == "connections_active" || key == "connections_idle" || key == "in_flight" ||
+         key == "max_connections";
 }
 
 // now - before, field by field (counters only grow; one that went down restarts from 0).
@@ -130,7 +134,7 @@ Json difference(const Json& now, const Json* before) {
         auto found = before->find(key);
         if (found != before->end()) prior = &*found;
       }
-      out[key] = isGauge(key) ? value : difference(value, prior);
+      out[key] = difference(value, prior);
     }
     return out;
   }
@@ -148,18 +152,95 @@ Json difference(const Json& now, const Json* before) {
   return now;
 }
 
+bool isCount(const Json& j) {
+  return j.is_number_unsigned() || (j.is_number_integer() && j.get<int64_t>() >= 0);
+}
+
+// The [index, count] pairs of a sparse histogram (renderCounters), or nullopt when it is not one.
+std::optional<std::vector<std::pair<uint64_t, uint64_t>>> sparseBuckets(const Json& histogram) {
+  if (!histogram.is_object()) return std::nullopt;
+  auto buckets = histogram.find("buckets");
+  if (buckets == histogram.end() || !buckets->is_array()) return std::nullopt;
+  std::vector<std::pair<uint64_t, uint64_t>> pairs;
+  for (const Json& pair : *buckets) {
+    if (!pair.is_array() || pair.size() != 2 || !isCount(pair[0]) || !isCount(pair[1])) return std::nullopt;
+    pairs.emplace_back(pair[0].get<uint64_t>(), pair[1].get<uint64_t>());
+  }
+  return pairs;
+}
+
+uint64_t unsignedField(const Json& j, const char* key) {
+  auto found = j.find(key);
+  return found != j.end() && isCount(*found) ? found->get<uint64_t>() : 0;
+}
+
+// A sparse histogram minus the one sent before, sparse again. Sparse lists change length, so
+// buckets are matched by index. One that went down (a bucket or the sum) restarts from 0: the
+// whole of `now` is the difference, never a mix of two histories.
+Json histogramDifference(const Json& now, const Json* before) {
+  auto current = sparseBuckets(now);
+  if (!current) return now;
+  std::optional<std::vector<std::pair<uint64_t, uint64_t>>> prior;
+  if (before != nullptr) prior = sparseBuckets(*before);
+  if (!prior) return now;
+  uint64_t sum_now = unsignedField(now, "sum_us"), sum_before = unsignedField(*before, "sum_us");
+  if (sum_now < sum_before) return now;
+  Json buckets = Json::array();
+  uint64_t count = 0;
+  size_t p = 0;
+  for (const auto& [index, value] : *current) {
+    for (; p < prior->size() && (*prior)[p].first < index; ++p)
+      if ((*prior)[p].second > 0) return now;  // a bucket that emptied
+    uint64_t old = p < prior->size() && (*prior)[p].first == index ? (*prior)[p++].second : 0;
+    if (value < old) return now;
+    if (value == old) continue;
+    buckets.push_back({index, value - old});
+    count += value - old;
+  }
+  for (; p < prior->size(); ++p)
+    if ((*prior)[p].second > 0) return now;
+  return {{"buckets", std::move(buckets)}, {"count", count}, {"sum_us", sum_now - sum_before}};
+}
+
+// One virtual service or server: counters as differences, values as they are, each phase
+// histogram as a sparse difference.
+Json entryDifference(const Json& now, const Json* before) {
+  if (!now.is_object()) return difference(now, before);
+  auto priorOf = [](const Json* parent, const std::string& key) -> const Json* {
+    if (parent == nullptr || !parent->is_object()) return nullptr;
+    auto found = parent->find(key);
+    return found != parent->end() ? &*found : nullptr;
+  };
+  Json out = Json::object();
+  for (const auto& [key, value] : now.items()) {
+    const Json* prior = priorOf(before, key);
+    if (isValue(key)) {
+      out[key] = value;
+    } else if (key == "phases" && value.is_object()) {
+      Json phases = Json::object();
+      for (const auto& [phase, histogram] : value.items())
+        phases[phase] = histogramDifference(histogram, priorOf(prior, phase));
+      out[key] = std::move(phases);
+    } else {
+      out[key] = difference(value, prior);
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 Json counterDeltas(const Json& now, const Json& sent) {
   Json out = Json::object();
-  if (now.contains("bounds_seconds")) out["bounds_seconds"] = now["bounds_seconds"];
+  for (const char* bounds : {"bounds_seconds", "phase_bounds_us"})
+    if (now.contains(bounds)) out[bounds] = now[bounds];
   for (const char* section : {"virtual_services", "servers"}) {
     out[section] = Json::object();
     if (!now.contains(section)) continue;
     for (const auto& [name, value] : now[section].items()) {
       const Json* prior = nullptr;
       if (sent.contains(section) && sent[section].contains(name)) prior = &sent[section][name];
-      out[section][name] = difference(value, prior);
+      out[section][name] = entryDifference(value, prior);
     }
   }
   return out;
@@ -335,6 +416,30 @@ class ProblemLog {
   std::string last_;
 };
 
+// "resources" of a report: what the process uses now, and CPU over the interval since `before`.
+struct CpuMark {
+  double seconds = processCpuSeconds();
+  std::chrono::steady_clock::time_point at = std::chrono::steady_clock::now();
+};
+
+Json resourcesJson(const ProcessResources& r, const CpuMark& before, std::chrono::steady_clock::time_point now,
+                   const Json& counters) {
+  // Client connections open now over all virtual services (a gauge of each).
+  uint64_t connections = 0;
+  if (auto vss = counters.find("virtual_services"); vss != counters.end() && vss->is_object())
+    for (const Json& vs : *vss)
+      if (auto active = vs.find("connections_active"); active != vs.end() && active->is_number_unsigned())
+        connections += active->get<uint64_t>();
+  double interval = std::chrono::duration<double>(now - before.at).count();
+  return {{"cpu_percent", cpuPercent(r.cpu_seconds - before.seconds, interval, r.cpu_cores)},
+          {"cpu_cores", r.cpu_cores},
+          {"memory_rss_bytes", r.memory_rss_bytes},
+          {"memory_total_bytes", r.memory_total_bytes},
+          {"connections_active", connections},
+          {"open_files", r.open_files},
+          {"max_open_files", r.max_open_files}};
+}
+
 constexpr auto kAuthRetry = 10s;
 constexpr auto kLongPollWait = 30s;
 
@@ -440,6 +545,9 @@ class ManagedEngine {
   int64_t known_ = 0;              // the last revision seen (applied or refused)
   std::optional<std::string> apply_error_;
   Json sent_counters_ = Json::object();
+  // Report thread only: CPU time when the last report reached the controller (at first: when
+  // this engine started), so cpu_percent covers the same interval as interval_s after the first.
+  CpuMark cpu_sent_;
 };
 
 bool ManagedEngine::pause(std::chrono::milliseconds delay) {
@@ -688,6 +796,7 @@ void ManagedEngine::followConfig() {
 Answer ManagedEngine::sendReport(std::chrono::steady_clock::time_point* last_sent, ProblemLog& problems) {
   auto now = std::chrono::steady_clock::now();
   Json counters = engine_->countersJson();
+  ProcessResources resources = readProcessResources();
   Json body;
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -697,6 +806,7 @@ Answer ManagedEngine::sendReport(std::chrono::steady_clock::time_point* last_sen
   }
   body["status"] = Json::parse(engine_->statusJson(), nullptr, false);
   body["interval_s"] = std::chrono::duration<double>(now - *last_sent).count();
+  body["resources"] = resourcesJson(resources, cpu_sent_, now, counters);
   Answer a = report_link_.post(sePath("/report"), body);
   if (a.status == 404) {
     // Not known (a controller that lost its state, or an SE deleted there): register again.
@@ -713,6 +823,7 @@ Answer ManagedEngine::sendReport(std::chrono::steady_clock::time_point* last_sen
   // carries them.
   managed::markSent(counters, &sent_counters_);
   *last_sent = now;
+  cpu_sent_ = CpuMark{resources.cpu_seconds, now};
   return a;
 }
 

@@ -45,10 +45,12 @@ config::LoadResult mergeConfig(const std::string& own_yaml, const nlohmann::json
 std::string describe(const config::LoadResult& result);
 
 // Counters of a report: `now` (renderCounters) minus what the last report sent (`sent`, by
-// virtual service and server; absent = since start). Gauges are sent as they are.
+// virtual service and server; absent = since start). Gauges and max_connections are sent as they
+// are; phase histograms as sparse differences matched by bucket index (one that went down is sent
+// whole: its counters restarted).
 nlohmann::json counterDeltas(const nlohmann::json& now, const nlohmann::json& sent);
-// Records `now` as sent (keeps entries no longer in `now`: a virtual service that comes back
-// continues its counters).
+// Records `now` as sent, phase histograms included in their cumulative sparse form (keeps entries
+// no longer in `now`: a virtual service that comes back continues its counters).
 void markSent(const nlohmann::json& now, nlohmann::json* sent);
 
 // Retry delays: `first`, doubling up to `max`, each jittered down by up to half so that engines

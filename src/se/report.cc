@@ -245,6 +245,42 @@ std::string renderStatus(const proxy::Snapshot& snapshot, const EngineInfo& info
 
 namespace {
 
+// A phase histogram summed over the workers, sparse: {"buckets": [[index, count], ...] (only
+// the buckets that are not empty, index ascending), "count", "sum_us"}.
+template <typename Slot, typename Select>
+nlohmann::json phaseJson(const PerWorker<Slot>& slots, Select select) {
+  std::array<uint64_t, PhaseHistogram::kBuckets> buckets{};
+  uint64_t sum_us = 0;
+  for (size_t w = 0; w < slots.size(); ++w) {
+    const PhaseHistogram& h = select(slots[w]);
+    for (size_t k = 0; k < PhaseHistogram::kBuckets; ++k) buckets[k] += h.bucket(k);
+    sum_us += h.sumMicros();
+  }
+  nlohmann::json sparse = nlohmann::json::array();
+  uint64_t count = 0;
+  for (size_t k = 0; k < buckets.size(); ++k) {
+    if (buckets[k] == 0) continue;
+    sparse.push_back({k, buckets[k]});
+    count += buckets[k];
+  }
+  return {{"buckets", std::move(sparse)}, {"count", count}, {"sum_us", sum_us}};
+}
+
+nlohmann::json vsPhasesJson(const VsStats& stats) {
+  const auto& slots = stats.per_worker;
+  return {{"header", phaseJson(slots, [](const VsCounters& c) -> auto& { return c.phases.header; })},
+          {"connect", phaseJson(slots, [](const VsCounters& c) -> auto& { return c.phases.connect; })},
+          {"response", phaseJson(slots, [](const VsCounters& c) -> auto& { return c.phases.response; })},
+          {"transfer", phaseJson(slots, [](const VsCounters& c) -> auto& { return c.phases.transfer; })},
+          {"total", phaseJson(slots, [](const VsCounters& c) -> auto& { return c.phases.total; })}};
+}
+
+nlohmann::json serverPhasesJson(const ServerStats& stats) {
+  const auto& slots = stats.per_worker;
+  return {{"connect", phaseJson(slots, [](const ServerCounters& c) -> auto& { return c.phases.connect; })},
+          {"response", phaseJson(slots, [](const ServerCounters& c) -> auto& { return c.phases.response; })}};
+}
+
 nlohmann::json countersJson(const Totals& t) {
   return {{"connections_total", t.connections_total},
           {"connections_active", t.connections_active},
@@ -263,8 +299,13 @@ nlohmann::json renderCounters(const proxy::Snapshot& snapshot) {
   const config::Config& cfg = *snapshot.config;
   uint64_t now = monotonicMs();
   nlohmann::json vss = nlohmann::json::object();
-  for (size_t i = 0; i < cfg.virtual_services.size(); ++i)
-    vss[cfg.virtual_services[i].name] = countersJson(totals(*snapshot.vs_stats[i]));
+  for (size_t i = 0; i < cfg.virtual_services.size(); ++i) {
+    const VsStats& stats = *snapshot.vs_stats[i];
+    nlohmann::json j = countersJson(totals(stats));
+    j["max_connections"] = cfg.virtual_services[i].max_connections;
+    j["phases"] = vsPhasesJson(stats);
+    vss[cfg.virtual_services[i].name] = std::move(j);
+  }
   nlohmann::json servers = nlohmann::json::object();
   for (const lb::Pool& pool : snapshot.pools) {
     for (const lb::Server& s : pool.servers) {
@@ -276,10 +317,15 @@ nlohmann::json renderCounters(const proxy::Snapshot& snapshot) {
       j["connections_idle"] = t.connections_idle;
       j["in_flight"] = t.in_flight;
       j["ejections"] = t.ejections;
+      j["max_connections"] = s.max_connections;
+      j["phases"] = serverPhasesJson(s.state->stats);
       servers[s.id] = std::move(j);
     }
   }
-  return {{"bounds_seconds", Histogram::kBoundsSeconds}, {"virtual_services", vss}, {"servers", servers}};
+  return {{"bounds_seconds", Histogram::kBoundsSeconds},
+          {"phase_bounds_us", kPhaseBoundsUs},
+          {"virtual_services", vss},
+          {"servers", servers}};
 }
 
 std::string renderState(const proxy::Snapshot& snapshot, const EngineInfo& info,

@@ -41,11 +41,19 @@ std::string renderState(const proxy::Snapshot& snapshot, const EngineInfo& info,
                         const std::optional<EntryView>& entry);
 
 std::string renderStatus(const proxy::Snapshot& snapshot, const EngineInfo& info);
-// Counters since start, for a managed engine's report (it sends the differences):
-// {"virtual_services": {name: {...}}, "servers": {id: {"pool", "address", "health", ...}}}, each
-// with the counters of /status and "latency": {"buckets": [...] (not cumulative, the last one
-// +Inf), "sum_us"}; "bounds_seconds" gives the buckets' upper bounds. "connections_active",
-// "connections_idle" and "in_flight" are gauges (values now).
+// Counters since start, for a managed engine's report (it sends the differences,
+// managed::counterDeltas):
+// {"bounds_seconds": [...], "phase_bounds_us": [80 bounds],
+//  "virtual_services": {name: {...counters, "max_connections",
+//                              "phases": {"header", "connect", "response", "transfer", "total"}}},
+//  "servers": {id: {"pool", "address", "health", ...counters, "max_connections",
+//                   "phases": {"connect", "response"}}}}
+// Counters are those of /status plus "latency": {"buckets": [...] (not cumulative, the last one
+// +Inf), "sum_us"}, whose upper bounds are "bounds_seconds". A phase is a sparse histogram:
+// {"buckets": [[index, count], ...] (non-zero buckets only, index ascending), "count", "sum_us"};
+// bucket i holds durations <= phase_bounds_us[i] (and above the bound before), index 80 the rest.
+// "connections_active", "connections_idle", "in_flight" and "max_connections" (the configured
+// limit, 0 = none) are values now, not counters.
 nlohmann::json renderCounters(const proxy::Snapshot& snapshot);
 std::string renderMetrics(const proxy::Snapshot& snapshot, const EngineInfo& info);
 

@@ -11,13 +11,14 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 
 from ctlr import SE_TOKEN, Controller
 from harness import (BALLAST_BIN, BackendProcess, ClientLoad, QuietBallastTestCase,
-                     admin_post, backend_name, connect_refused, free_port, listening_sockets,
-                     process_socket_inodes, status, stop_process, wait_until)
+                     TrackingBackend, admin_post, backend_name, connect_refused, free_port,
+                     listening_sockets, process_socket_inodes, status, stop_process, wait_until)
 
 
 class ManagedSe:
@@ -369,6 +370,141 @@ class ApplyFailures(ManagedTestCase):
         self.assertLessEqual(out.count("refused this engine's token"), 3, out)  # not per retry
         self.assertNotIn("se-bad", self.ses())
         self.assertEqual(se.stop(), 0)
+
+
+class ReportCollector:
+    """Polls GET /api/v1/ses/NAME every 50 ms in a thread and keeps every distinct last_report
+    (reports are differences since the previous one: adding them up needs all of them)."""
+
+    def __init__(self, ctlr, name):
+        self.ctlr, self.name = ctlr, name
+        self.reports, self._seen = [], set()
+        self.lock = threading.Lock()
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self._stop.wait(0.05):
+            try:
+                code, se, _ = self.ctlr.api("GET", f"/api/v1/ses/{self.name}", timeout=2)
+            except OSError:
+                continue
+            report = se.get("last_report") if code == 200 and isinstance(se, dict) else None
+            if not report or "counters" not in report:
+                continue
+            key = json.dumps([report["status"].get("uptime_seconds"), report["interval_s"]])
+            with self.lock:
+                if key not in self._seen:
+                    self._seen.add(key)
+                    self.reports.append(report)
+
+    def all(self):
+        with self.lock:
+            return list(self.reports)
+
+    def close(self):
+        self._stop.set()
+        self.thread.join(5)
+
+
+def check_sparse(case, histogram, where):
+    """A phase histogram in the report's sparse form; its buckets as {index: count}."""
+    case.assertEqual(sorted(histogram), ["buckets", "count", "sum_us"], where)
+    indexes = [i for i, _ in histogram["buckets"]]
+    case.assertEqual(indexes, sorted(set(indexes)), f"{where}: indexes ascending, once each")
+    case.assertTrue(all(0 <= i <= 80 and n > 0 for i, n in histogram["buckets"]), where)
+    case.assertEqual(histogram["count"], sum(n for _, n in histogram["buckets"]), where)
+    return dict((i, n) for i, n in histogram["buckets"])
+
+
+class PhasesAndResources(ManagedTestCase):
+    def test_reports_carry_phase_histograms_and_resources(self):
+        delay = 0.15
+        slow = self.track(TrackingBackend("slow", hold=lambda method, path: delay))
+        se1 = self.se("se-1")
+        self.wait_registered("se-1")
+        reports = self.track(ReportCollector(self.ctlr, "se-1"))
+        vip = free_port()
+        self.apply(document(vip, [slow]))
+        self.wait_traffic(vip)  # one request answered
+        sent = 1
+        # Some requests on one kept-alive connection, some on new ones.
+        kept = http.client.HTTPConnection("127.0.0.1", vip, timeout=5)
+        self.addCleanup(kept.close)
+        for _ in range(5):
+            kept.request("GET", "/kept")
+            self.assertEqual(kept.getresponse().read(), b"slow GET /kept")
+            sent += 1
+        for _ in range(3):
+            self.assertEqual(answered_by(vip), "slow")
+            sent += 1
+
+        # The reports, added up, hold every request once in each phase of a complete exchange.
+        vs_key, server_key = "web", f"web-pool/{slow.address}"
+
+        def added(section, key, phase):
+            out = {"buckets": {}, "count": 0, "sum_us": 0}
+            for r in reports.all():
+                h = r["counters"][section].get(key, {}).get("phases", {}).get(phase)
+                if h is None:
+                    continue
+                for i, n in check_sparse(self, h, f"{key} {phase}").items():
+                    out["buckets"][i] = out["buckets"].get(i, 0) + n
+                out["count"] += h["count"]
+                out["sum_us"] += h["sum_us"]
+            return out
+        wait_until(lambda: all(added("virtual_services", vs_key, p)["count"] == sent
+                               for p in ("header", "response", "transfer", "total")),
+                   timeout=10, message=f"{sent} requests in every phase of the reports")
+        # The connection stays open: the next report counts it.
+        wait_until(lambda: reports.all()[-1]["resources"]["connections_active"] >= 1, timeout=5,
+                   message="the kept connection in resources.connections_active")
+        all_reports = reports.all()
+        self.assertGreaterEqual(len(all_reports), 2, "several reports")
+        last = all_reports[-1]
+        bounds = last["counters"]["phase_bounds_us"]
+        self.assertEqual(len(bounds), 80)
+        self.assertEqual(bounds[:5], [100, 119, 141, 168, 200])
+        self.assertEqual(bounds, [round(100 * 2 ** (i / 4)) for i in range(80)])
+
+        def at_least(histogram, us):
+            """No observation in a bucket that holds only durations below `us` (bucket i holds
+            bounds[i-1] < d <= bounds[i]; 80 is the overflow)."""
+            return all(i == 80 or bounds[i] >= us for i in histogram["buckets"])
+        response = added("virtual_services", vs_key, "response")
+        total = added("virtual_services", vs_key, "total")
+        self.assertTrue(at_least(response, delay * 1e6), response)
+        self.assertGreaterEqual(response["sum_us"], sent * delay * 1e6)
+        self.assertGreaterEqual(total["sum_us"], response["sum_us"])
+        self.assertGreaterEqual(min(total["buckets"]), min(response["buckets"]))
+        self.assertGreaterEqual(max(total["buckets"]), max(response["buckets"]))
+        # Opening a connection on loopback takes far less than the answer.
+        connect = added("virtual_services", vs_key, "connect")
+        self.assertGreaterEqual(connect["count"], 1)
+        self.assertLess(max(connect["buckets"]), min(response["buckets"]))
+        server_response = added("servers", server_key, "response")
+        self.assertEqual(server_response["count"], sent)
+        self.assertTrue(at_least(server_response, delay * 1e6), server_response)
+        self.assertEqual(added("servers", server_key, "connect")["count"], connect["count"])
+        self.assertEqual(last["counters"]["virtual_services"][vs_key]["max_connections"], 0)
+        self.assertEqual(last["counters"]["servers"][server_key]["max_connections"], 0)
+        print(f"\n  {sent} requests, {len(all_reports)} reports: response buckets "
+              f"{sorted(response['buckets'].items())}, total {sorted(total['buckets'].items())}")
+
+        res = last["resources"]
+        self.assertEqual(sorted(res), ["connections_active", "cpu_cores", "cpu_percent",
+                                       "max_open_files", "memory_rss_bytes", "memory_total_bytes",
+                                       "open_files"])
+        self.assertTrue(0 <= res["cpu_percent"] <= 100, res)
+        self.assertEqual(res["cpu_cores"], os.cpu_count())
+        self.assertGreater(res["memory_rss_bytes"], 1 << 20)
+        self.assertGreater(res["memory_total_bytes"], res["memory_rss_bytes"])
+        self.assertGreater(res["open_files"], 3)
+        self.assertTrue(res["max_open_files"] == 0 or res["max_open_files"] > res["open_files"], res)
+        # Sockets come and go (the controller's connections): about what /proc shows now.
+        self.assertLess(abs(res["open_files"] - len(os.listdir(f"/proc/{se1.pid}/fd"))), 10, res)
+        print(f"  resources: {res}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace ballast::se::managed {
 namespace {
@@ -125,6 +127,83 @@ TEST(ManagedCounters, AVirtualServiceThatComesBackContinuesFromWhatWasSent) {
   markSent(Json{{"virtual_services", Json::object()}, {"servers", Json::object()}}, &sent);  // removed
   Json d = counterDeltas(counters(12, 0, 0), sent);
   EXPECT_EQ(d["virtual_services"]["web"]["requests"], 2u);
+}
+
+// A sparse phase histogram as renderCounters writes it (cumulative since start).
+Json phase(std::vector<std::pair<uint64_t, uint64_t>> buckets, uint64_t sum_us) {
+  Json list = Json::array();
+  uint64_t count = 0;
+  for (auto [index, n] : buckets) {
+    list.push_back({index, n});
+    count += n;
+  }
+  return {{"buckets", list}, {"count", count}, {"sum_us", sum_us}};
+}
+
+Json phased(Json response, uint64_t errors_max_connections = 0) {
+  return {{"phase_bounds_us", {100, 119}},
+          {"virtual_services",
+           {{"web", {{"requests", 1},
+                     {"max_connections", 100},
+                     {"errors", {{"max_connections", errors_max_connections}}},
+                     {"phases", {{"response", response}, {"total", phase({{3, 1}}, 500)}}}}}}},
+          {"servers", {{"p/127.0.0.1:1", {{"max_connections", 7},
+                                          {"phases", {{"response", response}}}}}}}};
+}
+
+TEST(ManagedCounters, PhaseHistogramsAreSentAsSparseDifferences) {
+  Json first = phased(phase({{2, 5}, {40, 1}}, 1000));
+  Json d = counterDeltas(first, Json::object());
+  EXPECT_EQ(d["phase_bounds_us"], Json({100, 119}));
+  EXPECT_EQ(d["virtual_services"]["web"]["phases"]["response"], phase({{2, 5}, {40, 1}}, 1000));
+
+  Json sent = Json::object();
+  markSent(first, &sent);
+  // Bucket 2 unchanged (left out), 40 grew by 2, 7 is new.
+  d = counterDeltas(phased(phase({{2, 5}, {7, 4}, {40, 3}}, 1600)), sent);
+  const Json& response = d["virtual_services"]["web"]["phases"]["response"];
+  EXPECT_EQ(response["buckets"], Json::parse("[[7, 4], [40, 2]]"));
+  EXPECT_EQ(response["count"], 6u);
+  EXPECT_EQ(response["sum_us"], 600u);
+  EXPECT_EQ(d["servers"]["p/127.0.0.1:1"]["phases"]["response"], response);
+  // Nothing new: an empty histogram, not the last one again.
+  EXPECT_EQ(d["virtual_services"]["web"]["phases"]["total"], phase({}, 0));
+}
+
+TEST(ManagedCounters, AfterMarkSentNothingIsSentTwice) {
+  Json now = phased(phase({{0, 1}, {80, 2}}, 9000));
+  Json sent = Json::object();
+  markSent(now, &sent);
+  Json d = counterDeltas(now, sent);
+  EXPECT_EQ(d["virtual_services"]["web"]["phases"]["response"], phase({}, 0));
+  EXPECT_EQ(d["virtual_services"]["web"]["requests"], 0u);
+  // A report that failed is not marked: the next one carries what it had.
+  Json later = phased(phase({{0, 2}, {80, 2}}, 9010));
+  d = counterDeltas(later, sent);
+  EXPECT_EQ(d["virtual_services"]["web"]["phases"]["response"], phase({{0, 1}}, 10));
+}
+
+TEST(ManagedCounters, AHistogramThatWentDownRestartsFromZero) {
+  Json sent = Json::object();
+  markSent(phased(phase({{2, 5}, {40, 1}}, 1000)), &sent);
+  // Bucket 40 is gone and 2 shrank: counters started again (not a difference of two histories).
+  Json restarted = phase({{2, 3}, {9, 1}}, 400);
+  Json d = counterDeltas(phased(restarted), sent);
+  EXPECT_EQ(d["virtual_services"]["web"]["phases"]["response"], restarted);
+  // Only the sum went down.
+  markSent(phased(phase({{2, 5}}, 1000)), &sent);
+  Json lower_sum = phase({{2, 6}}, 900);
+  EXPECT_EQ(counterDeltas(phased(lower_sum), sent)["virtual_services"]["web"]["phases"]["response"],
+            lower_sum);
+}
+
+TEST(ManagedCounters, MaxConnectionsIsAValueButTheErrorKindACounter) {
+  Json sent = Json::object();
+  markSent(phased(phase({}, 0), 4), &sent);
+  Json d = counterDeltas(phased(phase({}, 0), 10), sent);
+  EXPECT_EQ(d["virtual_services"]["web"]["max_connections"], 100u);
+  EXPECT_EQ(d["servers"]["p/127.0.0.1:1"]["max_connections"], 7u);
+  EXPECT_EQ(d["virtual_services"]["web"]["errors"]["max_connections"], 6u);
 }
 
 TEST(ManagedBackoff, DoublesUpToTheMaximumWithJitterBelow) {
