@@ -85,6 +85,9 @@ struct VirtualService {
   std::string access_log;                       // "" = off, "stdout", or a file path
   Persistence persistence;                      // type None: off
   std::string se_group = "default";             // managed engines: the SE group it is placed in
+  // Apdex threshold T of the controller's analytics (satisfied <= T, tolerated <= 4T); an engine
+  // on its own accepts and ignores it.
+  Duration apdex_threshold = std::chrono::milliseconds(500);
   int line = 0;                                 // where it was defined, for messages
 };
 

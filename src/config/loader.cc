@@ -599,7 +599,7 @@ class Loader {
     MapFields map(errors_, node, path,
                   {"name", "listen", "protocol", "pool", "max_connections", "max_header_size",
                    "max_headers", "x_forwarded_for", "timeouts", "retries", "access_log",
-                   "persistence", "se_group"});
+                   "persistence", "se_group", "apdex_threshold"});
     VirtualService vs;
     vs.line = map.line();
 
@@ -653,6 +653,7 @@ class Loader {
     if (const Field* f = map.get("max_connections")) {
       read_.integer(*f, 0, 10'000'000, &vs.max_connections);
     }
+    if (const Field* f = map.get("apdex_threshold")) read_.timeout(*f, &vs.apdex_threshold);
     // Keys that only mean something for HTTP are errors on a TCP service, so that a setting that
     // would silently do nothing is caught. With an unknown protocol they are checked as if HTTP.
     auto httpOnly = [&](const MapFields& fields, std::string_view key) -> const Field* {

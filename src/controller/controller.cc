@@ -32,6 +32,10 @@ struct Options {
   std::string admin_token_file, readonly_token_file, se_token_file;
   std::string se_lost_after = "3s";
   std::string heartbeat_interval = "1s";
+  std::string health_interval = "5s";
+  std::string health_window = "30s";
+  double health_drop_event = 10;
+  uint32_t anomaly_warmup = 12;
 };
 
 // Thrown for a problem with the arguments: one line on stderr, exit 2.
@@ -103,7 +107,9 @@ Request toRequest(const httplib::Request& in) {
 void writeResponse(const Response& from, httplib::Response& to) {
   to.status = from.status;
   for (const auto& [k, v] : from.headers) to.set_header(k, v);
-  if (!from.body.is_null()) {
+  if (!from.content_type.empty()) {
+    to.set_content(from.raw, from.content_type);
+  } else if (!from.body.is_null()) {
     to.set_content(from.body.dump(-1, ' ', false, Json::error_handler_t::replace) + "\n",
                    "application/json");
   }
@@ -117,6 +123,16 @@ int run(const Options& options) {
   service_options.se_lost_after = readDuration("--se-lost-after", options.se_lost_after);
   service_options.heartbeat_interval =
       readDuration("--heartbeat-interval", options.heartbeat_interval);
+  service_options.tls = !options.tls_cert.empty();
+  service_options.analytics_db = options.data_dir + "/analytics.db";
+  MonitorOptions& monitor = service_options.monitor;
+  monitor.health_interval = readDuration("--health-interval", options.health_interval);
+  monitor.health_window = readDuration("--health-window", options.health_window);
+  if (options.health_drop_event <= 0 || options.health_drop_event > 100) {
+    throw UsageError("--health-drop-event: expected points from 0 (excluded) to 100");
+  }
+  monitor.drop_event_points = options.health_drop_event;
+  monitor.score.anomaly.warmup_samples = options.anomaly_warmup;
   auto [host, port] = splitListen(options.listen);
   if (options.tls_cert.empty() != options.tls_key.empty()) {
     throw UsageError("--tls-cert and --tls-key go together");
@@ -268,6 +284,14 @@ int main(const std::vector<std::string>& args) {
                  "An SE is lost after this long without a report (default 3s)");
   app.add_option("--heartbeat-interval", options.heartbeat_interval,
                  "How often SEs report (told at registration; default 1s)");
+  app.add_option("--health-interval", options.health_interval,
+                 "How often health scores are computed (default 5s)");
+  app.add_option("--health-window", options.health_window,
+                 "The analytics a health score looks at: the last ... (default 30s)");
+  app.add_option("--health-drop-event", options.health_drop_event,
+                 "A score falling this many points raises health_changed (default 10)");
+  app.add_option("--anomaly-warmup", options.anomaly_warmup,
+                 "Health intervals an object's baseline learns before anomalies count (default 12)");
   try {
     std::vector<std::string> reversed(args.rbegin(), args.rend());
     app.parse(reversed);

@@ -14,6 +14,7 @@
 
 #include "config/values.h"
 #include "controller/placement.h"
+#include "controller/ui_assets.h"
 
 namespace ballast::controller {
 namespace {
@@ -129,16 +130,35 @@ std::string vsGroup(const Json& vs) {
   return it != vs.end() && it->is_string() ? it->get<std::string>() : "default";
 }
 
+int64_t nowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// The rest of a path from `from` on, joined again: server names hold a slash.
+std::string joinFrom(const std::vector<std::string>& parts, size_t from) {
+  std::string out;
+  for (size_t i = from; i < parts.size(); ++i) out += (i == from ? "" : "/") + parts[i];
+  return out;
+}
+
 }  // namespace
 
 Service::Service(std::unique_ptr<Store> store, ServiceOptions options)
-    : store_(std::move(store)), options_(std::move(options)) {
+    : store_(std::move(store)), options_(std::move(options)), notifier_(options_.notifier) {
+  std::string analytics_error;
+  std::unique_ptr<Analytics> analytics =
+      Analytics::open({.db_path = options_.analytics_db}, &analytics_error);
+  if (!analytics) throw std::runtime_error("analytics: " + analytics_error);
+  monitor_ = std::make_unique<HealthMonitor>(std::move(analytics), options_.monitor);
   std::lock_guard lock(mu_);
+  loadWebhookTargets();
   if (!store_->get("se_groups", "default")) {
     Store::Transaction t(*store_);
     int64_t revision = store_->bumpRevision();
     store_->put({"se_groups", "default", revision, Json{{"name", "default"}}});
-    store_->addEvent("object_changed", "se_groups/default", "created se_groups/default");
+    raise("object_changed", "se_groups/default", "created se_groups/default");
     t.commit();
   }
   // SEs known from before a restart get se_lost_after to report again before they count as lost.
@@ -149,18 +169,31 @@ Service::Service(std::unique_ptr<Store> store, ServiceOptions options)
 
 void Service::shutdown() {
   std::lock_guard lock(mu_);
+  if (!stopping_) monitor_->flush(nowMs(), /*force=*/true);
   stopping_ = true;
   changed_.notify_all();
 }
 
-Service::Role Service::authenticate(const Request& request) const {
-  std::string value = header(request, "authorization");
-  if (value.size() < 7 || strncasecmp(value.c_str(), "Bearer ", 7) != 0) return Role::None;
-  std::string token = value.substr(7);
-  while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back()))) token.pop_back();
-  while (!token.empty() && std::isspace(static_cast<unsigned char>(token.front()))) {
-    token.erase(token.begin());
+void Service::raise(const std::string& type, const std::string& object,
+                    const std::string& message, const Json& details) {
+  Event e = store_->addEvent(type, object, message, details);
+  notifier_.publish({{"id", e.id},
+                     {"time", e.time},
+                     {"type", e.type},
+                     {"object", e.object},
+                     {"message", e.message},
+                     {"details", e.details}});
+}
+
+void Service::loadWebhookTargets() {
+  std::vector<WebhookTarget> targets;
+  for (const StoredObject& o : store_->list("webhooks")) {
+    if (validateWebhook(o.body).empty()) targets.push_back(webhookFromJson(o.body));
   }
+  notifier_.setTargets(std::move(targets));
+}
+
+Service::Role Service::tokenRole(const std::string& token) const {
   if (token.empty()) return Role::None;
   // Every comparison is made, so the time does not tell which kind of token matched.
   bool admin = sameSecret(token, options_.admin_token);
@@ -172,8 +205,32 @@ Service::Role Service::authenticate(const Request& request) const {
   return Role::None;
 }
 
+Service::Role Service::authenticate(const Request& request, bool* by_session) {
+  *by_session = false;
+  std::string value = header(request, "authorization");
+  if (value.empty()) {
+    std::string id = Sessions::idFromCookieHeader(header(request, "cookie"));
+    if (id.empty()) return Role::None;
+    std::lock_guard lock(sessions_mu_);
+    std::optional<std::string> role = sessions_.find(id);
+    if (!role) return Role::None;
+    *by_session = true;
+    return *role == "admin" ? Role::Admin : Role::ReadOnly;
+  }
+  if (value.size() < 7 || strncasecmp(value.c_str(), "Bearer ", 7) != 0) return Role::None;
+  std::string token = value.substr(7);
+  while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back()))) token.pop_back();
+  while (!token.empty() && std::isspace(static_cast<unsigned char>(token.front()))) {
+    token.erase(token.begin());
+  }
+  return tokenRole(token);
+}
+
 Response Service::handle(const Request& request) {
-  Role role = authenticate(request);
+  if (request.path == "/ui" || request.path.rfind("/ui/", 0) == 0) return serveUi(request);
+  if (request.path == "/api/v1/session") return session(request);
+  bool by_session = false;
+  Role role = authenticate(request, &by_session);
   if (role == Role::None) {
     Response r = error(401, "unauthorized");
     r.headers["WWW-Authenticate"] = "Bearer";
@@ -187,6 +244,10 @@ Response Service::handle(const Request& request) {
   if (role == Role::ReadOnly && request.method != "GET" && request.method != "HEAD") {
     return error(403, "forbidden: read-only token");
   }
+  // A cookie is sent by the browser on its own: writes need the token itself (no CSRF).
+  if (by_session && request.method != "GET" && request.method != "HEAD") {
+    return error(403, "forbidden: a dashboard session only reads; send the token to write");
+  }
   try {
     return route(request);
   } catch (const StoreError& e) {
@@ -196,6 +257,73 @@ Response Service::handle(const Request& request) {
     spdlog::error("controller: {} {}: {}", request.method, request.path, e.what());
     return error(500, std::string("internal error: ") + e.what());
   }
+}
+
+Response Service::session(const Request& request) {
+  const std::string& m = request.method;
+  bool secure = options_.tls;
+  if (m == "POST") {
+    Json body = Json::parse(request.body, nullptr, /*allow_exceptions=*/false);
+    if (body.is_discarded() || !body.is_object() || !body.contains("token") ||
+        !body["token"].is_string()) {
+      return error(400, "expected {\"token\": \"...\"}");
+    }
+    Role role = tokenRole(body["token"].get<std::string>());
+    if (role != Role::Admin && role != Role::ReadOnly) return error(401, "unauthorized");
+    std::lock_guard lock(sessions_mu_);
+    std::string id = sessions_.create(role == Role::Admin ? "admin" : "readonly");
+    Response r{204, nullptr, {{"Set-Cookie", sessions_.setCookie(id, secure)}}};
+    r.headers["Cache-Control"] = "no-store";
+    return r;
+  }
+  std::string id = Sessions::idFromCookieHeader(header(request, "cookie"));
+  if (m == "GET" || m == "HEAD") {
+    std::lock_guard lock(sessions_mu_);
+    std::optional<std::string> role = id.empty() ? std::nullopt : sessions_.find(id);
+    if (!role) return error(401, "unauthorized");
+    return json(200, {{"role", *role}});
+  }
+  if (m == "DELETE") {
+    std::lock_guard lock(sessions_mu_);
+    if (!id.empty()) sessions_.remove(id);
+    return Response{204, nullptr, {{"Set-Cookie", Sessions::clearCookie(secure)}}};
+  }
+  Response r = error(405, "method " + m + " not allowed (allowed: GET, POST, DELETE)");
+  r.headers["Allow"] = "GET, POST, DELETE";
+  return r;
+}
+
+Response Service::serveUi(const Request& request) {
+  if (request.method != "GET" && request.method != "HEAD") {
+    Response r = error(405, "method " + request.method + " not allowed (allowed: GET)");
+    r.headers["Allow"] = "GET";
+    return r;
+  }
+  if (request.path == "/ui") return Response{301, nullptr, {{"Location", "/ui/"}}};
+  std::string path = request.path.substr(4);
+  if (path.empty()) path = "index.html";
+  // The pages that show data need a session; the login page and scripts and styles do not (they
+  // hold no data, and the login page needs them).
+  if (path == "index.html") {
+    std::string id = Sessions::idFromCookieHeader(header(request, "cookie"));
+    std::lock_guard lock(sessions_mu_);
+    if (id.empty() || !sessions_.find(id)) {
+      return Response{303, nullptr, {{"Location", "/ui/login.html"}, {"Cache-Control", "no-store"}}};
+    }
+  }
+  const UiAsset* asset = findUiAsset(path);
+  if (asset == nullptr) return error(404, "not found: " + request.path);
+  Response r;
+  r.content_type = std::string(asset->content_type);
+  r.raw = std::string(asset->body);
+  r.headers = {{"Cache-Control", "no-cache"},
+               {"X-Content-Type-Options", "nosniff"},
+               {"X-Frame-Options", "DENY"},
+               {"Referrer-Policy", "no-referrer"},
+               {"Content-Security-Policy",
+                "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+                "frame-ancestors 'none'"}};
+  return r;
 }
 
 Response Service::route(const Request& request) {
@@ -233,6 +361,24 @@ Response Service::route(const Request& request) {
       allow = "GET";
       return get ? vsStatus(p[1]) : notAllowed();
     }
+  } else if (p[0] == "health") {
+    allow = "GET";
+    return get ? health(p) : notAllowed();
+  } else if (p[0] == "analytics") {
+    allow = "GET";
+    return get ? analyticsSeries(request, p) : notAllowed();
+  } else if (p[0] == "webhooks" && p.size() <= 2) {
+    if (p.size() == 1) {
+      allow = "GET, POST";
+      if (get) return listWebhooks();
+      if (m == "POST") return writeWebhook(request, "", /*create_only=*/true);
+      return notAllowed();
+    }
+    allow = "GET, PUT, DELETE";
+    if (get) return getWebhook(p[1]);
+    if (m == "PUT") return writeWebhook(request, p[1], /*create_only=*/false);
+    if (m == "DELETE") return deleteWebhook(request, p[1]);
+    return notAllowed();
   } else if (p[0] == "apply" && p.size() == 1) {
     allow = "POST";
     return m == "POST" ? apply(request) : notAllowed();
@@ -348,7 +494,7 @@ Response Service::writeObject(const Request& request, const std::string& kind, s
     object.version = store_->bumpRevision();
     store_->put(object);
     std::string what = (existing ? "updated " : "created ") + kind + "/" + name;
-    store_->addEvent("object_changed", kind + "/" + name,
+    raise("object_changed", kind + "/" + name,
                      what + " (version " + std::to_string(object.version) + ")",
                      {{"op", existing ? "update" : "create"}, {"version", object.version}});
     t.commit();
@@ -383,7 +529,7 @@ Response Service::deleteObject(const Request& request, const std::string& kind,
     Store::Transaction t(*store_);
     int64_t revision = store_->bumpRevision();
     store_->remove(kind, name);
-    store_->addEvent("object_changed", kind + "/" + name, "deleted " + kind + "/" + name,
+    raise("object_changed", kind + "/" + name, "deleted " + kind + "/" + name,
                      {{"op", "delete"}, {"version", revision}});
     t.commit();
   }
@@ -414,7 +560,7 @@ Response Service::apply(const Request& request) {
       } else {
         store_->put({c.kind, c.name, revision, c.body});
       }
-      store_->addEvent("object_changed", object,
+      raise("object_changed", object,
                        c.op + "d " + object + " (apply, version " + std::to_string(revision) + ")",
                        {{"op", c.op}, {"version", revision}});
     }
@@ -438,6 +584,18 @@ Json Service::seSummary(const SeRecord& se, const Placement& placement, Clock::t
   if (auto it = live_.find(se.name); it != live_.end()) {
     age = std::chrono::duration<double>(now - it->second.last_seen).count();
   }
+  Json health = nullptr;
+  if (std::optional<Json> score = monitor_->score("se", se.name)) {
+    health = {{"score", (*score)["score"]}, {"band", (*score)["band"]}};
+  }
+  // Load: the latest report's resources.
+  Json load = {{"cpu_percent", nullptr}, {"connections_active", nullptr}};
+  if (se.last_report.is_object() && se.last_report.contains("resources") &&
+      se.last_report["resources"].is_object()) {
+    const Json& r = se.last_report["resources"];
+    load["cpu_percent"] = r.value("cpu_percent", Json(nullptr));
+    load["connections_active"] = r.value("connections_active", Json(nullptr));
+  }
   return {{"name", se.name},
           {"address", se.address},
           {"se_group", se.group},
@@ -447,7 +605,9 @@ Json Service::seSummary(const SeRecord& se, const Placement& placement, Clock::t
           {"acked_version", se.acked_revision},
           {"apply_error", se.apply_error.empty() ? Json(nullptr) : Json(se.apply_error)},
           {"version", se.software_version},
-          {"virtual_services", vss}};
+          {"virtual_services", vss},
+          {"health", health},
+          {"load", load}};
 }
 
 Response Service::listSes() {
@@ -526,18 +686,181 @@ Response Service::vsStatus(const std::string& name) {
       for (const Json& server : pool->body["servers"]) {
         std::string address = server.is_object() ? server.value("address", "") : "";
         auto it = health.find(address);
-        servers.push_back(
-            {{"address", address}, {"health", it == health.end() ? Json::object() : it->second}});
+        std::optional<Json> score = monitor_->score("server", pool_name + "/" + address);
+        servers.push_back({{"address", address},
+                           {"health", it == health.end() ? Json::object() : it->second},
+                           {"score", score ? *score : Json(nullptr)}});
       }
     }
   }
+  std::optional<Json> vs_score = monitor_->score("vs", name);
   return json(200, {{"name", name},
+                    {"health", vs_score ? *vs_score : Json(nullptr)},
                     {"se_group", vsGroup(vs->body)},
                     {"version", vs->version},
                     {"pool", pool_name},
                     {"placement", placed},
                     {"ses", ses},
                     {"servers", servers}});
+}
+
+Response Service::health(const std::vector<std::string>& p) {
+  static const std::set<std::string> kHealthKinds = {"vs", "pool", "server", "se"};
+  std::lock_guard lock(mu_);
+  if (p.size() == 1) return json(200, {{"items", monitor_->scores("")}});
+  if (!kHealthKinds.count(p[1])) {
+    return error(404, "unknown kind \"" + p[1] + "\" (kinds: vs, pool, server, se)");
+  }
+  if (p.size() == 2) return json(200, {{"items", monitor_->scores(p[1])}});
+  std::string name = joinFrom(p, 2);
+  std::optional<Json> score = monitor_->score(p[1], name);
+  if (!score) return error(404, "no health score for " + p[1] + "/" + name);
+  return json(200, *score);
+}
+
+Response Service::analyticsSeries(const Request& request, const std::vector<std::string>& p) {
+  if (p.size() < 3) {
+    return error(404, "expected /api/v1/analytics/{kind}/{name} (kinds: vs, pool, server, se)");
+  }
+  std::vector<std::string> metrics;
+  for (auto [it, end] = request.params.equal_range("metric"); it != end; ++it) {
+    size_t start = 0;
+    const std::string& list = it->second;
+    while (start <= list.size()) {
+      size_t comma = list.find(',', start);
+      if (comma == std::string::npos) comma = list.size();
+      if (comma > start) metrics.push_back(list.substr(start, comma - start));
+      start = comma + 1;
+    }
+  }
+  int64_t now = nowMs();
+  auto time = [&](const char* key, int64_t* out) {
+    std::string text = param(request, key);
+    int64_t value = 0;
+    if (text.empty()) return true;
+    if (!parseInt(text, &value)) return false;
+    *out = value < 0 ? now + value * 1000 : value * 1000;  // negative: seconds before now
+    return true;
+  };
+  int64_t from = 0, to = 0, step = 0;
+  if (!time("from", &from)) return error(400, "from: expected Unix seconds, or negative seconds before now");
+  if (!time("to", &to)) return error(400, "to: expected Unix seconds, or negative seconds before now");
+  if (std::string text = param(request, "step"); !text.empty() && (!parseInt(text, &step) || step <= 0)) {
+    return error(400, "step: expected a number of seconds greater than 0");
+  }
+  std::lock_guard lock(mu_);
+  double apdex_us = 500'000;
+  if (p[1] == "vs") {
+    if (std::optional<StoredObject> vs = store_->get("virtual_services", joinFrom(p, 2))) {
+      apdex_us = apdexThresholdUs(vs->body);
+    }
+  }
+  Analytics::QueryError problem;
+  Json answer = monitor_->analytics().query(p[1], joinFrom(p, 2), metrics, from, to, step,
+                                            apdex_us, now, &problem);
+  if (answer.is_null()) return error(problem.status == 0 ? 400 : problem.status, problem.message);
+  return json(200, answer);
+}
+
+Response Service::listWebhooks() {
+  std::lock_guard lock(mu_);
+  Json items = Json::array();
+  for (const StoredObject& o : store_->list("webhooks")) {
+    Json item = redactWebhook(withVersion(o));
+    item["delivery"] = notifier_.status(o.name);
+    items.push_back(std::move(item));
+  }
+  return json(200, {{"items", items}});
+}
+
+Response Service::getWebhook(const std::string& name) {
+  std::lock_guard lock(mu_);
+  std::optional<StoredObject> o = store_->get("webhooks", name);
+  if (!o) return error(404, "webhooks/" + name + " not found");
+  Json body = redactWebhook(withVersion(*o));
+  body["delivery"] = notifier_.status(name);
+  Response r = json(200, body);
+  r.headers["ETag"] = "\"" + std::to_string(o->version) + "\"";
+  return r;
+}
+
+Response Service::writeWebhook(const Request& request, std::string name, bool create_only) {
+  std::string parse_error;
+  std::optional<Json> body = parseBody(request.body, &parse_error);
+  if (!body) return error(400, parse_error);
+  if (!body->is_object()) return error(400, "expected a JSON object");
+  body->erase("version");  // what GET returned may be sent back as is
+  body->erase("delivery");
+  std::string body_name = (*body).contains("name") && (*body)["name"].is_string()
+                              ? (*body)["name"].get<std::string>()
+                              : "";
+  if (create_only) {
+    name = body_name;
+  } else if (!body_name.empty() && body_name != name) {
+    return error(400, "the body's name \"" + body_name + "\" does not match the path's \"" +
+                          name + "\"");
+  }
+  if (!name.empty()) (*body)["name"] = name;
+  bool bad_if_match = false;
+  std::optional<int64_t> expected = ifMatch(request, &bad_if_match);
+  if (bad_if_match) return error(400, "If-Match: expected a version, e.g. \"7\"");
+
+  std::lock_guard lock(mu_);
+  std::optional<StoredObject> existing = name.empty() ? std::nullopt : store_->get("webhooks", name);
+  // The secret comes back from GET as "***": sending that back keeps the stored one.
+  if (existing && body->value("secret", "") == "***" && existing->body.contains("secret")) {
+    (*body)["secret"] = existing->body["secret"];
+  }
+  std::vector<FieldError> problems = validateWebhook(*body);
+  if (!problems.empty()) {
+    return json(422, {{"error", "invalid webhooks" + (name.empty() ? "" : "/" + name)},
+                      {"errors", problems}});
+  }
+  if (create_only && existing) return error(409, "webhooks/" + name + " already exists");
+  if (expected) {
+    if (!existing) return error(409, "version mismatch: webhooks/" + name + " does not exist");
+    if (existing->version != *expected) {
+      return error(409, "version mismatch: current is " + std::to_string(existing->version));
+    }
+  }
+  if (existing && existing->body == *body) {
+    return json(200, redactWebhook(withVersion(*existing)));
+  }
+  StoredObject object{"webhooks", name, 0, *body};
+  {
+    Store::Transaction t(*store_);
+    object.version = store_->bumpRevision();
+    store_->put(object);
+    raise("object_changed", "webhooks/" + name,
+          (existing ? "updated webhooks/" : "created webhooks/") + name,
+          {{"version", object.version}});
+    t.commit();
+  }
+  loadWebhookTargets();
+  Response r = json(existing ? 200 : 201, redactWebhook(withVersion(object)));
+  r.headers["ETag"] = "\"" + std::to_string(object.version) + "\"";
+  return r;
+}
+
+Response Service::deleteWebhook(const Request& request, const std::string& name) {
+  bool bad_if_match = false;
+  std::optional<int64_t> expected = ifMatch(request, &bad_if_match);
+  if (bad_if_match) return error(400, "If-Match: expected a version, e.g. \"7\"");
+  std::lock_guard lock(mu_);
+  std::optional<StoredObject> existing = store_->get("webhooks", name);
+  if (!existing) return error(404, "webhooks/" + name + " not found");
+  if (expected && existing->version != *expected) {
+    return error(409, "version mismatch: current is " + std::to_string(existing->version));
+  }
+  {
+    Store::Transaction t(*store_);
+    store_->bumpRevision();
+    store_->remove("webhooks", name);
+    raise("object_changed", "webhooks/" + name, "deleted webhooks/" + name);
+    t.commit();
+  }
+  loadWebhookTargets();
+  return Response{204, nullptr, {}};
 }
 
 Response Service::listEvents(const Request& request) {
@@ -596,13 +919,13 @@ Response Service::registerSe(const Request& request) {
     if (!existing) {
       se.config_revision = store_->revision();
       se.config = renderSeConfig({}, {});
-      store_->addEvent("se_joined", "ses/" + name, name + " joined (group " + group + ")",
+      raise("se_joined", "ses/" + name, name + " joined (group " + group + ")",
                        {{"address", se.address}, {"se_group", group}});
     } else if (before == "lost") {
-      store_->addEvent("se_returned", "ses/" + name, name + " is back (registered again)",
+      raise("se_returned", "ses/" + name, name + " is back (registered again)",
                        {{"address", se.address}});
     } else {
-      store_->addEvent("se_joined", "ses/" + name, name + " registered again (restart)",
+      raise("se_joined", "ses/" + name, name + " registered again (restart)",
                        {{"address", se.address}, {"se_group", group}});
     }
     store_->putSe(se);
@@ -661,13 +984,13 @@ Response Service::seReport(const Request& request, const std::string& name) {
     const std::string object = "ses/" + name;
     if (returned) {
       se->state = "connected";
-      store_->addEvent("se_returned", object, name + " reports again");
+      raise("se_returned", object, name + " reports again");
     }
     if (auto it = body.find("acked_revision"); it != body.end() && it->is_number_integer()) {
       int64_t acked = it->get<int64_t>();
       if (acked != se->acked_revision) {
         se->acked_revision = acked;
-        store_->addEvent("config_applied", object,
+        raise("config_applied", object,
                          name + " runs configuration revision " + std::to_string(acked),
                          {{"revision", acked}});
       }
@@ -678,7 +1001,7 @@ Response Service::seReport(const Request& request, const std::string& name) {
     }
     if (apply_error != se->apply_error) {
       if (!apply_error.empty()) {
-        store_->addEvent("config_failed", object,
+        raise("config_failed", object,
                          name + " could not apply revision " + std::to_string(se->config_revision) +
                              ": " + apply_error,
                          {{"revision", se->config_revision}, {"error", apply_error}});
@@ -687,6 +1010,7 @@ Response Service::seReport(const Request& request, const std::string& name) {
     }
     se->last_report = body;
     store_->putSe(*se);
+    monitor_->onReport(name, body, nowMs());
     t.commit();
   }
   live_[name].last_seen = Clock::now();
@@ -712,13 +1036,25 @@ void Service::tick(Clock::time_point now) {
     Store::Transaction t(*store_);
     se.state = "lost";
     store_->putSe(se);
-    store_->addEvent("se_lost", "ses/" + se.name, se.name + " lost: no report for " + text,
+    raise("se_lost", "ses/" + se.name, se.name + " lost: no report for " + text,
                      {{"silent_s", seconds}});
     t.commit();
     spdlog::warn("controller: SE {} lost (no report for {})", se.name, text);
     lost_any = true;
   }
   if (lost_any) reconcile();
+
+  int64_t now_ms = nowMs();
+  if (monitor_->due(now_ms)) {
+    std::vector<RaisedEvent> events =
+        monitor_->evaluate(currentDocument(), store_->placement(), store_->ses(), now_ms);
+    if (!events.empty()) {
+      Store::Transaction t(*store_);
+      for (const RaisedEvent& e : events) raise(e.type, e.object, e.message, e.details);
+      t.commit();
+    }
+  }
+  monitor_->flush(now_ms);
 }
 
 void Service::reconcile() {
@@ -765,18 +1101,18 @@ void Service::reconcile() {
       auto after = result.placement.find(vs);
       std::string object = "virtual_services/" + vs;
       if (before == current.end()) {
-        store_->addEvent("vs_placed", object, vs + " placed on " + joinNames(after->second),
+        raise("vs_placed", object, vs + " placed on " + joinNames(after->second),
                          {{"ses", after->second}});
       } else if (after == result.placement.end()) {
         std::string why = existing_vs.count(vs) ? "no service engine available" : "deleted";
         for (const std::string& s : result.shortfalls) {
           if (s.rfind(vs + ":", 0) == 0) why = s;
         }
-        store_->addEvent("vs_unplaced", object,
+        raise("vs_unplaced", object,
                          vs + " removed from " + joinNames(before->second) + " (" + why + ")",
                          {{"from", before->second}});
       } else if (before->second != after->second) {
-        store_->addEvent(
+        raise(
             "vs_moved", object,
             vs + " moved: " + joinNames(before->second) + " -> " + joinNames(after->second),
             {{"from", before->second}, {"to", after->second}});

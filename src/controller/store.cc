@@ -179,17 +179,18 @@ void Store::remove(const std::string& kind, const std::string& name) {
   s.bind(1, kind).bind(2, name).step();
 }
 
-int64_t Store::addEvent(const std::string& type, const std::string& object,
-                        const std::string& message, const Json& details) {
+Event Store::addEvent(const std::string& type, const std::string& object,
+                      const std::string& message, const Json& details) {
+  const std::string time = nowIso();
   Statement s(db_, "INSERT INTO events (time, type, object, message, details) VALUES (?,?,?,?,?)");
-  s.bind(1, nowIso()).bind(2, type).bind(3, object).bind(4, message).bind(5, details.dump());
+  s.bind(1, time).bind(2, type).bind(3, object).bind(4, message).bind(5, details.dump());
   s.step();
   int64_t id = sqlite3_last_insert_rowid(db_);
   if (id % 100 == 0) {
     Statement trim(db_, "DELETE FROM events WHERE id <= ?");
     trim.bind(1, id - kMaxEvents).step();
   }
-  return id;
+  return Event{id, time, type, object, message, details};
 }
 
 std::vector<Event> Store::events(const EventFilter& filter) {

@@ -83,8 +83,9 @@ class Store {
   void put(const StoredObject& object);
   void remove(const std::string& kind, const std::string& name);
 
-  int64_t addEvent(const std::string& type, const std::string& object, const std::string& message,
-                   const Json& details = Json::object());
+  // The event as stored (its id and time set).
+  Event addEvent(const std::string& type, const std::string& object, const std::string& message,
+                 const Json& details = Json::object());
   std::vector<Event> events(const EventFilter& filter);
 
   std::vector<SeRecord> ses();

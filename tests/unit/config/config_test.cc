@@ -418,6 +418,8 @@ TEST(LoadTest, AppliesEveryDefault) {
   EXPECT_EQ(vs.access_log, "");
   EXPECT_FALSE(pool.servers[0].drain);
   EXPECT_EQ(pool.servers[0].max_connections, 0u);
+  // Added with issue 6.
+  EXPECT_EQ(vs.apdex_threshold, milliseconds(500));
   EXPECT_EQ(pool.hash_key.type, HashKeyType::ClientIp);
   EXPECT_EQ(pool.hash_key.name, "");
   EXPECT_TRUE(pool.health_monitors.empty());
@@ -660,6 +662,7 @@ virtual_services:
     pool: api
     retries: 0
     access_log: stdout
+    apdex_threshold: 50ms
   - name: raw
     listen: 127.0.0.1:8081
     protocol: tcp
@@ -730,6 +733,7 @@ virtual_services:
   ASSERT_EQ(config->virtual_services.size(), 2u);
   EXPECT_EQ(config->virtual_services[0].retries, 0u);
   EXPECT_EQ(config->virtual_services[0].access_log, "stdout");
+  EXPECT_EQ(config->virtual_services[0].apdex_threshold, milliseconds(50));
   EXPECT_EQ(config->virtual_services[1].retries, 10u);
   EXPECT_EQ(config->virtual_services[1].access_log, tmp + "ballast-access.log");
 }
@@ -876,7 +880,7 @@ health_monitors: [{name: hc, type: ping}]
                   "test.yaml:12: virtual_services[0].pool: no pool named \"missing\"",
                   "test.yaml:13: virtual_services[0].colour: unknown key (expected one of: name, "
                   "listen, protocol, pool, max_connections, max_header_size, max_headers, "
-                  "x_forwarded_for, timeouts, retries, access_log, persistence, se_group)",
+                  "x_forwarded_for, timeouts, retries, access_log, persistence, se_group, apdex_threshold)",
                   "test.yaml:14: virtual_services[1].name: virtual service \"web\" is already "
                   "defined on line 9",
                   "test.yaml:15: virtual_services[1].listen: 127.0.0.1:8080 is already used by "

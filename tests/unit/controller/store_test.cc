@@ -72,7 +72,7 @@ TEST_F(StoreTest, ObjectsAreKeptByKindAndListedByName) {
 }
 
 TEST_F(StoreTest, EventsFilterByTypeObjectAndSinceId) {
-  int64_t first = store_->addEvent("se_joined", "ses/se1", "se1 joined");
+  int64_t first = store_->addEvent("se_joined", "ses/se1", "se1 joined").id;
   store_->addEvent("vs_placed", "virtual_services/web", "web placed on se1", {{"ses", {"se1"}}});
   store_->addEvent("se_lost", "ses/se1", "se1 lost");
   EXPECT_EQ(store_->events({}).size(), 3u);
