@@ -64,6 +64,27 @@ Column age_column(const std::string& header, const std::string& key) {
           }};
 }
 
+// A number of an object inside the item: item[outer][key].
+Column nested_column(const std::string& header, const std::string& outer, const std::string& key) {
+  return {header, [outer, key](const Json& item) {
+            if (!item.contains(outer) || !item[outer].is_object() || !item[outer].contains(key)) {
+              return std::string("-");
+            }
+            return cell_text(item[outer][key]);
+          }};
+}
+
+// A health score's reasons, joined.
+Column reasons_column() {
+  return {"REASONS", [](const Json& item) {
+            std::string text;
+            if (item.contains("reasons") && item["reasons"].is_array()) {
+              for (const Json& r : item["reasons"]) text += (text.empty() ? "" : "; ") + cell_text(r);
+            }
+            return text.empty() ? std::string("-") : text;
+          }};
+}
+
 // Tables show a key the API leaves out as its documented default (docs/configuration.md).
 const std::vector<Kind>& kinds() {
   static const std::vector<Kind> list = {
@@ -106,6 +127,20 @@ const std::vector<Kind>& kinds() {
        false,
        {field("ID", "id"), field("TIME", "time"), field("TYPE", "type"), field("OBJECT", "object"),
         field("MESSAGE", "message")}},
+      {"health",
+       {"scores", "score"},
+       "health",
+       false,
+       {field("KIND", "kind"), field("NAME", "name"), field("SCORE", "score"),
+        field("BAND", "band"), field("PREVIOUS", "previous_score"), reasons_column()}},
+      {"webhooks",
+       {"webhook"},
+       "webhooks",
+       false,
+       {field("NAME", "name"), field("URL", "url"), field("EVENTS", "events", "all"),
+        field("ENABLED", "enabled", "true"), nested_column("DELIVERED", "delivery", "delivered"),
+        nested_column("FAILED", "delivery", "failed"),
+        nested_column("PENDING", "delivery", "pending"), field("VERSION", "version")}},
       {"placements",
        {"placement"},
        "placements",
@@ -199,6 +234,19 @@ int get(ApiClient& api, const Options& options) {
     if (options.since_id >= 0) add("since_id", std::to_string(options.since_id));
     if (options.limit >= 0) add("limit", std::to_string(options.limit));
     answer = api.get("/events" + query);
+  } else if (kind.api == "health") {
+    // NAME: a kind (vs, pool, server, se) lists its scores; KIND/NAME is one score (a server's
+    // name holds a slash itself: pool/address).
+    std::string path = "/health";
+    size_t start = 0;
+    while (start < options.name.size()) {
+      size_t slash = options.name.find('/', start);
+      if (slash == std::string::npos) slash = options.name.size();
+      path += "/" + url_encode(options.name.substr(start, slash - start));
+      start = slash + 1;
+    }
+    answer = api.get(path);
+    single = options.name.find('/') != std::string::npos;
   } else if (!options.name.empty() && kind.api == "placements") {
     // The API lists placements only; pick the one asked for.
     Json list = api.get("/placements");
@@ -317,9 +365,12 @@ int main(const std::vector<std::string>& args) {
 
   CLI::App* get_cmd = app.add_subcommand("get", "List objects of a kind, or show one");
   get_cmd
-      ->add_option("kind", options.kind, "vs, pools, monitors, se_groups, ses, events, placements")
+      ->add_option("kind", options.kind,
+                   "vs, pools, monitors, se_groups, ses, events, placements, health, webhooks")
       ->required();
-  get_cmd->add_option("name", options.name, "One object (events: the object to filter on)");
+  get_cmd->add_option("name", options.name,
+                      "One object (events: the object to filter on; health: a kind, or "
+                      "KIND/NAME as vs/web or server/pool/127.0.0.1:9001)");
   add_output_option(get_cmd, options);
   get_cmd->add_option("--type", options.event_type, "events: only this type (e.g. se_lost)");
   get_cmd->add_option("--object", options.event_object, "events: only about this object");

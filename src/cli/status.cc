@@ -46,6 +46,13 @@ std::string servers_table(const Json& servers) {
                                                                           : std::string("-");
                        }});
   }
+  // The controller's health score of each server, from what every SE reports.
+  columns.push_back({"SCORE", [](const Json& server) {
+                       const Json score = server.value("score", Json());
+                       if (!score.is_object()) return std::string("-");
+                       return cell_text(score.value("score", Json())) + " " +
+                              cell_text(score.value("band", Json()));
+                     }});
   return render_table(columns, servers);
 }
 
@@ -78,6 +85,21 @@ std::string render_vs_status(const std::string& name, const Json& status) {
     facts += std::string("  ") + key + " " + cell_text(take(key));
   }
   if (!facts.empty()) out += facts + "\n";
+
+  const Json health = take("health");
+  if (health.is_object()) {
+    out += "health: " + cell_text(health.value("score", Json())) + " (" +
+           cell_text(health.value("band", Json())) + ")";
+    if (health.value("previous_score", Json()).is_number()) {
+      out += ", previously " + cell_text(health["previous_score"]);
+    }
+    out += "\n";
+    for (const Json& reason : health.value("reasons", Json::array())) {
+      out += "  - " + cell_text(reason) + "\n";
+    }
+  } else {
+    out += "health: not scored yet\n";
+  }
 
   std::string placed;
   for (const Json& se : take("placement")) placed += (placed.empty() ? "" : ", ") + cell_text(se);

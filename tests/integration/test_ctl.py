@@ -327,7 +327,26 @@ class WithServiceEngine(CtlTestCase):
         self.assertIn("placement: se-1\n", out)
         self.assertRegex(out, r"(?m)^service engines:\n  NAME\s+STATE\s+CONFIG\s+ACKED")
         self.assertRegex(out, r"(?m)^  se-1\s+connected\s+\d+\s+\d+")
-        self.assertRegex(out, r"(?m)^servers:\n  SERVER\s+se-1$")
+        self.assertRegex(out, r"(?m)^servers:\n  SERVER\s+se-1\s+SCORE$")
+        self.assertRegex(out, r"(?m)^health: (not scored yet|[\d.]+ \((green|yellow|orange|red)\))")
+
+    def test_get_health_lists_scores(self):
+        def scored():
+            items = json.loads(self.ok("get", "health", "-o", "json"))["items"]
+            return {(h["kind"], h["name"]) for h in items} >= {("vs", "web"), ("se", "se-1")}
+        wait_until(scored, timeout=15, interval=0.2, message="scores of web and se-1")
+        rows = table(self.ok("get", "health", "vs"))
+        self.assertEqual(rows[0], ["KIND", "NAME", "SCORE", "BAND", "PREVIOUS", "REASONS"])
+        self.assertIn(["vs", "web"], [r[:2] for r in rows[1:]])
+        self.assertEqual({r[0] for r in rows[1:]}, {"vs"})
+        one = json.loads(self.ok("get", "health", "vs/web", "-o", "json"))
+        self.assertEqual((one["kind"], one["name"]), ("vs", "web"))
+        self.assertIn(one["band"], ("green", "yellow", "orange", "red"))
+        servers = json.loads(self.ok("get", "health", "server", "-o", "json"))["items"]
+        self.assertTrue(servers)
+        name = servers[0]["name"]
+        self.assertEqual(json.loads(self.ok("get", "health", "server/" + name, "-o", "json"))["name"],
+                         name)
 
 
 @unittest.skipUnless(shutil.which("openssl"), "needs the openssl command")
