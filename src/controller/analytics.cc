@@ -19,8 +19,7 @@ namespace analytics {
 namespace {
 
 constexpr const char* kKindNames[kKinds] = {"vs", "pool", "server", "se"};
-constexpr const char* kPhaseNames[kPhases] = {"header", "connect", "response", "transfer",
-                                              "total"};
+constexpr const char* kPhaseNames[kPhases] = {"header", "connect", "response", "transfer", "total"};
 constexpr const char* kClassNames[5] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
 
 }  // namespace
@@ -317,7 +316,9 @@ Contribution readEntry(const Json& entry, bool with_phases) {
     }
   }
   if (const Json* phases = member(entry, "phases"); phases != nullptr && with_phases) {
-    for (size_t i = 0; i < kPhases; ++i) readHistogram(member(*phases, kPhaseNames[i]), k.phases[i]);
+    for (size_t i = 0; i < kPhases; ++i) {
+      readHistogram(member(*phases, kPhaseNames[i]), k.phases[i]);
+    }
   }
   readGauge(entry, "connections_active", Gauge::ConnectionsActive, c.gauges);
   readGauge(entry, "connections_idle", Gauge::ConnectionsIdle, c.gauges);
@@ -337,9 +338,7 @@ Contribution readEntry(const Json& entry, bool with_phases) {
   return c;
 }
 
-bool usableName(const std::string& name) {
-  return !name.empty() && name.size() <= kMaxNameLength;
-}
+bool usableName(const std::string& name) { return !name.empty() && name.size() <= kMaxNameLength; }
 
 // ---- encoding of a closed point ---------------------------------------------------------------
 
@@ -414,7 +413,7 @@ class Reader {
 
 struct StoredPoint {
   int64_t start_ms;
-  std::string data;  // encodePoint()
+  std::string data;  // Point::encode()
 };
 
 // One SE's share of the open point: the seconds its reports covered, its latest gauges.
@@ -538,14 +537,18 @@ struct Analytics::Series {
   // The rollup being built from the fine points closed so far in its step.
   std::optional<Point> coarse_open;
   std::deque<StoredPoint> fine;  // closed, oldest first
+  // Closed rollups, oldest first. With a database only those not written yet: the others are
+  // read from it, so that a week of histograms does not sit in memory.
   std::deque<StoredPoint> coarse;
   int64_t last_update_ms = 0;
-  // Start of the newest point written to the database.
-  int64_t fine_flushed_ms = kNone;
-  int64_t coarse_flushed_ms = kNone;
+  int64_t fine_flushed_ms = kNone;    // start of the newest fine point written
+  int64_t coarse_on_disk_ms = kNone;  // start of the newest rollup in the database, if retained
 
   bool isOpen() const { return open_start_ms != kNone; }
-  bool empty() const { return !isOpen() && !coarse_open && fine.empty() && coarse.empty(); }
+  bool empty() const {
+    return !isOpen() && !coarse_open && fine.empty() && coarse.empty() &&
+           coarse_on_disk_ms == kNone;
+  }
 
   Point openPoint() const {
     Point p;
@@ -645,9 +648,8 @@ std::optional<double> perSecond(const Window& w, uint64_t count) { return w.perS
 std::vector<Metric> metricsOf(Kind kind) {
   std::vector<Metric> m;
   auto rate = [&m](std::string name, std::function<uint64_t(const Counters&)> count) {
-    m.push_back({std::move(name), [count](const Window& w, double) {
-                   return perSecond(w, count(w.counters));
-                 }});
+    m.push_back({std::move(name),
+                 [count](const Window& w, double) { return perSecond(w, count(w.counters)); }});
   };
   auto errors = [](const Counters& c, std::initializer_list<ErrorKind> kinds) {
     uint64_t n = 0;
@@ -671,8 +673,8 @@ std::vector<Metric> metricsOf(Kind kind) {
     return errors(c, {ErrorKind::ServerReset, ErrorKind::ConnectRefused, ErrorKind::ClientAbort});
   });
   rate("timeouts_per_s", [errors](const Counters& c) {
-    return errors(c, {ErrorKind::HeaderTimeout, ErrorKind::ClientTimeout,
-                      ErrorKind::ConnectTimeout, ErrorKind::ServerTimeout});
+    return errors(c, {ErrorKind::HeaderTimeout, ErrorKind::ClientTimeout, ErrorKind::ConnectTimeout,
+                      ErrorKind::ServerTimeout});
   });
   m.push_back({"error_rate", [](const Window& w, double) { return w.counters.errorRate(); }});
   bool server_side = kind == Kind::Server || kind == Kind::Pool;
@@ -745,11 +747,12 @@ std::unique_ptr<Analytics> Analytics::open(const Options& options, std::string* 
   if (options.db_path.empty()) return std::unique_ptr<Analytics>(new Analytics(options, nullptr));
 
   sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(options.db_path.c_str(), &db,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
-                           nullptr);
+  int rc =
+      sqlite3_open_v2(options.db_path.c_str(), &db,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
   if (rc != SQLITE_OK) {
-    *error = "cannot open " + options.db_path + ": " + (db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+    *error =
+        "cannot open " + options.db_path + ": " + (db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
     sqlite3_close(db);
     return nullptr;
   }
@@ -758,10 +761,12 @@ std::unique_ptr<Analytics> Analytics::open(const Options& options, std::string* 
     sqlite3_busy_timeout(db, 5000);
     exec(db, "PRAGMA journal_mode=WAL");
     exec(db, "PRAGMA synchronous=NORMAL");
+    // Keyed for reading one object's range at one step; the index serves retention.
     exec(db,
-         "CREATE TABLE IF NOT EXISTS points (kind TEXT NOT NULL, name TEXT NOT NULL,"
-         "  step_s INTEGER NOT NULL, start_ms INTEGER NOT NULL, data BLOB NOT NULL,"
-         "  PRIMARY KEY (kind, name, step_s, start_ms)) WITHOUT ROWID");
+         "CREATE TABLE IF NOT EXISTS points (step_s INTEGER NOT NULL, kind TEXT NOT NULL,"
+         "  name TEXT NOT NULL, start_ms INTEGER NOT NULL, data BLOB NOT NULL,"
+         "  PRIMARY KEY (step_s, kind, name, start_ms)) WITHOUT ROWID;"
+         "CREATE INDEX IF NOT EXISTS points_by_time ON points (step_s, start_ms)");
     analytics->load();
   } catch (const std::exception& e) {
     *error = options.db_path + ": " + e.what();
@@ -775,42 +780,49 @@ void Analytics::load() {
     Statement stale(db_, "DELETE FROM points WHERE step_s NOT IN (?, ?)");
     stale.bind(1, options_.fine_step_s).bind(2, options_.coarse_step_s).run();
   }
-  Statement s(db_,
-              "SELECT kind, name, step_s, start_ms, data FROM points"
-              " ORDER BY kind, name, step_s, start_ms");
-  while (s.step()) {
-    std::optional<Kind> kind = parseKind(s.text(0));
-    std::string name = s.text(1);
-    bool coarse = s.integer(2) == options_.coarse_step_s;
-    int64_t start = s.integer(3);
-    std::string data = s.blob(4);
-    Point check;
-    if (!kind || !usableName(name) || !check.decode(data)) continue;  // not ours: skip it
+  auto seriesOf = [this](const std::string& kind_text, const std::string& name) -> Series* {
+    std::optional<Kind> kind = parseKind(kind_text);
+    if (!kind || !usableName(name)) return nullptr;  // not written by this code: skipped
     std::unique_ptr<Series>& slot = series_[{*kind, name}];
     if (!slot) slot = std::make_unique<Series>();
-    std::deque<StoredPoint>& points = coarse ? slot->coarse : slot->fine;
-    if (!points.empty() && points.back().start_ms >= start) continue;
-    points.push_back({start, std::move(data)});
-    slot->last_update_ms =
-        std::max(slot->last_update_ms, start + (coarse ? coarseMs() : fineMs()));
+    return slot.get();
+  };
+  // Rollups stay on disk: only which objects have some, and the newest.
+  Statement coarse(db_,
+                   "SELECT kind, name, MAX(start_ms) FROM points WHERE step_s = ?"
+                   " GROUP BY kind, name");
+  coarse.bind(1, options_.coarse_step_s);
+  while (coarse.step()) {
+    Series* s = seriesOf(coarse.text(0), coarse.text(1));
+    if (s == nullptr) continue;
+    s->coarse_on_disk_ms = coarse.integer(2);
+    s->last_update_ms = s->coarse_on_disk_ms + coarseMs();
+  }
+  Statement fine(db_,
+                 "SELECT kind, name, start_ms, data FROM points WHERE step_s = ?"
+                 " ORDER BY kind, name, start_ms");
+  fine.bind(1, options_.fine_step_s);
+  while (fine.step()) {
+    std::string data = fine.blob(3);
+    Point check;
+    if (!check.decode(data)) continue;
+    Series* s = seriesOf(fine.text(0), fine.text(1));
+    if (s == nullptr) continue;
+    int64_t start = fine.integer(2);
+    s->fine.push_back({start, std::move(data)});
+    s->fine_flushed_ms = start;
+    s->last_update_ms = std::max(s->last_update_ms, start + fineMs());
   }
   for (auto& [key, series] : series_) {
     Series& x = *series;
-    if (!x.fine.empty()) x.fine_flushed_ms = x.fine.back().start_ms;
-    if (!x.coarse.empty()) x.coarse_flushed_ms = x.coarse.back().start_ms;
-    // Fine points after the last rollup written were not rolled up yet: do it again.
+    // Fine points after the newest rollup written were not rolled up yet: do it again.
     for (const StoredPoint& stored : x.fine) {
       int64_t coarse_start = alignDown(stored.start_ms, coarseMs());
-      if (x.coarse_flushed_ms != kNone && coarse_start <= x.coarse_flushed_ms) continue;
+      if (x.coarse_on_disk_ms != kNone && coarse_start <= x.coarse_on_disk_ms) continue;
       Point p;
       p.decode(stored.data);
       p.start_ms = stored.start_ms;
-      if (x.coarse_open && coarse_start > x.coarse_open->start_ms) closeCoarse(x);
-      if (!x.coarse_open) {
-        x.coarse_open.emplace();
-        x.coarse_open->start_ms = coarse_start;
-      }
-      x.coarse_open->merge(p);
+      rollUp(x, p);
     }
   }
   while (series_.size() > options_.max_objects) dropOldest();
@@ -850,13 +862,17 @@ void Analytics::closeFine(Series& s) {
   s.open_counters = Counters();
   s.open_ses.clear();
   s.fine.push_back({p.start_ms, p.encode()});
-  int64_t coarse_start = alignDown(p.start_ms, coarseMs());
+  rollUp(s, p);
+}
+
+void Analytics::rollUp(Series& s, const Point& fine) {
+  int64_t coarse_start = alignDown(fine.start_ms, coarseMs());
   if (s.coarse_open && coarse_start > s.coarse_open->start_ms) closeCoarse(s);
   if (!s.coarse_open) {
     s.coarse_open.emplace();
     s.coarse_open->start_ms = coarse_start;
   }
-  s.coarse_open->merge(p);
+  s.coarse_open->merge(fine);
 }
 
 void Analytics::closeCoarse(Series& s) {
@@ -876,6 +892,10 @@ void Analytics::advance(Series& s, int64_t now_ms) {
   };
   trim(s.fine, fineMs(), fineRetentionMs(), options_.fine_points);
   trim(s.coarse, coarseMs(), coarseRetentionMs(), options_.coarse_points);
+  if (s.coarse_on_disk_ms != kNone &&
+      s.coarse_on_disk_ms + coarseMs() <= now_ms - coarseRetentionMs()) {
+    s.coarse_on_disk_ms = kNone;  // flush() deletes the rows
+  }
 }
 
 void Analytics::ingest(const std::string& se, const Json& counters, const Json& resources,
@@ -940,16 +960,19 @@ bool Analytics::flush(int64_t now_ms, std::string* error) {
 
   struct Written {
     Series* series;
-    int64_t fine_ms, coarse_ms;
+    int64_t fine_ms;
   };
   std::vector<Written> written;
   try {
     exec(db_, "BEGIN IMMEDIATE");
     try {
-      Statement drop(db_, "DELETE FROM points WHERE kind = ? AND name = ?");
-      for (const Key& key : dropped_) drop.bind(1, kindName(key.first)).bind(2, key.second).run();
+      Statement drop(db_, "DELETE FROM points WHERE step_s IN (?, ?) AND kind = ? AND name = ?");
+      for (const Key& key : dropped_) {
+        drop.bind(1, options_.fine_step_s).bind(2, options_.coarse_step_s);
+        drop.bind(3, kindName(key.first)).bind(4, key.second).run();
+      }
       Statement insert(db_,
-                       "INSERT OR REPLACE INTO points (kind, name, step_s, start_ms, data)"
+                       "INSERT OR REPLACE INTO points (step_s, kind, name, start_ms, data)"
                        " VALUES (?, ?, ?, ?, ?)");
       for (auto& [key, series] : series_) {
         Series& s = *series;
@@ -957,14 +980,14 @@ bool Analytics::flush(int64_t now_ms, std::string* error) {
           auto first = points.end();  // the points not written yet are the newest few
           while (first != points.begin() && std::prev(first)->start_ms > after) --first;
           for (auto p = first; p != points.end(); ++p) {
-            insert.bind(1, kindName(key.first)).bind(2, key.second).bind(3, step_s);
+            insert.bind(1, step_s).bind(2, kindName(key.first)).bind(3, key.second);
             insert.bind(4, p->start_ms).bindBlob(5, p->data).run();
           }
           return points.empty() ? after : std::max(after, points.back().start_ms);
         };
         int64_t fine = write(s.fine, options_.fine_step_s, s.fine_flushed_ms);
-        int64_t coarse = write(s.coarse, options_.coarse_step_s, s.coarse_flushed_ms);
-        written.push_back({&s, fine, coarse});
+        write(s.coarse, options_.coarse_step_s, kNone);
+        written.push_back({&s, fine});
       }
       Statement expire(db_, "DELETE FROM points WHERE step_s = ? AND start_ms <= ?");
       expire.bind(1, options_.fine_step_s).bind(2, now_ms - fineRetentionMs() - fineMs()).run();
@@ -981,39 +1004,60 @@ bool Analytics::flush(int64_t now_ms, std::string* error) {
     return false;
   }
   for (const Written& w : written) {
-    w.series->fine_flushed_ms = w.fine_ms;
-    w.series->coarse_flushed_ms = w.coarse_ms;
+    Series& s = *w.series;
+    s.fine_flushed_ms = w.fine_ms;
+    if (!s.coarse.empty()) {
+      s.coarse_on_disk_ms = std::max(s.coarse_on_disk_ms, s.coarse.back().start_ms);
+      s.coarse.clear();
+    }
   }
   dropped_.clear();
   return true;
 }
 
 template <typename Visit>
-void Analytics::forEachPoint(const Series& s, bool coarse, int64_t from_ms, int64_t to_ms,
-                             int64_t now_ms, Visit&& visit) const {
+bool Analytics::forEachPoint(const Key& key, const Series& s, bool coarse, int64_t from_ms,
+                             int64_t to_ms, int64_t now_ms, Visit&& visit,
+                             std::string* error) const {
   int64_t step = coarse ? coarseMs() : fineMs();
   int64_t horizon = now_ms - (coarse ? coarseRetentionMs() : fineRetentionMs());
-  auto wanted = [&](int64_t start, int64_t length) {
-    return start >= from_ms && start < to_ms && start + length > horizon;
-  };
-  for (const StoredPoint& stored : coarse ? s.coarse : s.fine) {
-    if (!wanted(stored.start_ms, step)) continue;
+  from_ms = std::max(from_ms, horizon - step + 1);  // points ending after the horizon
+  auto visitStored = [&](int64_t start, std::string_view data) {
+    if (start < from_ms || start >= to_ms) return;
     Point p;
-    if (!p.decode(stored.data)) continue;
-    p.start_ms = stored.start_ms;
+    if (!p.decode(data)) return;
+    p.start_ms = start;
     visit(p, step);
+  };
+  bool ok = true;
+  if (coarse && s.coarse_on_disk_ms != kNone && from_ms <= s.coarse_on_disk_ms) {
+    try {
+      Statement rows(db_,
+                     "SELECT start_ms, data FROM points WHERE step_s = ? AND kind = ?"
+                     " AND name = ? AND start_ms >= ? AND start_ms < ? ORDER BY start_ms");
+      rows.bind(1, options_.coarse_step_s).bind(2, kindName(key.first)).bind(3, key.second);
+      rows.bind(4, from_ms).bind(5, to_ms);
+      while (rows.step()) visitStored(rows.integer(0), rows.blob(1));
+    } catch (const std::exception& e) {
+      if (error != nullptr) *error = options_.db_path + ": " + e.what();
+      ok = false;
+    }
   }
-  if (coarse && s.coarse_open && wanted(s.coarse_open->start_ms, step)) visit(*s.coarse_open, step);
+  for (const StoredPoint& stored : coarse ? s.coarse : s.fine) {
+    visitStored(stored.start_ms, stored.data);
+  }
+  auto wanted = [&](int64_t start) { return start >= from_ms && start < to_ms; };
+  if (coarse && s.coarse_open && wanted(s.coarse_open->start_ms)) visit(*s.coarse_open, step);
   // The open fine point is at both resolutions: a rollup only takes fine points once closed.
-  if (s.isOpen() && wanted(s.open_start_ms, fineMs())) visit(s.openPoint(), fineMs());
+  if (s.isOpen() && wanted(s.open_start_ms)) visit(s.openPoint(), fineMs());
+  return ok;
 }
 
-Window Analytics::window(Kind kind, const std::string& name, double seconds,
-                         int64_t now_ms) const {
+Window Analytics::window(Kind kind, const std::string& name, double seconds, int64_t now_ms) const {
   Window w;
   auto it = series_.find({kind, name});
   if (it == series_.end()) return w;
-  const Series& s = *it->second;
+  const Series& s = *it->second;  // a database error leaves out what it would have read
   double span_ms = std::clamp(seconds, 0.0, 1e9) * 1000;
   bool coarse = span_ms > static_cast<double>(fineRetentionMs());
   // The point containing now_ms counts even when it started before the window.
@@ -1029,7 +1073,8 @@ Window Analytics::window(Kind kind, const std::string& name, double seconds,
       w.gauges = p.gauges();
     }
   };
-  forEachPoint(s, coarse, from, std::numeric_limits<int64_t>::max(), now_ms, take);
+  forEachPoint(it->first, s, coarse, from, std::numeric_limits<int64_t>::max(), now_ms, take,
+               nullptr);
   if (coarse && !s.fine.empty() && s.fine.back().start_ms > gauges_start) {
     Point latest;  // fresher gauges than a rollup's mean
     if (latest.decode(s.fine.back().data) && latest.gauge_samples > 0) w.gauges = latest.gauges();
@@ -1058,28 +1103,30 @@ std::vector<std::string> Analytics::metricNames(Kind kind) {
 }
 
 Json Analytics::query(const std::string& kind_text, const std::string& name,
-                      const std::vector<std::string>& metric_names, int64_t from_ms,
-                      int64_t to_ms, int64_t step_s, double apdex_threshold_us, int64_t now_ms,
+                      const std::vector<std::string>& metric_names, int64_t from_ms, int64_t to_ms,
+                      int64_t step_s, double apdex_threshold_us, int64_t now_ms,
                       QueryError* error) const {
   auto fail = [error](int status, std::string message) {
     *error = {status, std::move(message)};
     return Json(nullptr);
   };
   std::optional<Kind> kind = parseKind(kind_text);
-  if (!kind) return fail(404, "unknown analytics kind \"" + kind_text + "\": one of vs, pool, server, se");
+  if (!kind) {
+    return fail(404, "unknown analytics kind \"" + kind_text + "\": one of vs, pool, server, se");
+  }
 
   std::vector<Metric> available = metricsOf(*kind);
   std::vector<const Metric*> metrics;
   if (metric_names.empty()) {
-    return fail(400, std::string("metric is required, one or more of: ") +
-                         joined(metricNames(*kind)));
+    return fail(400,
+                std::string("metric is required, one or more of: ") + joined(metricNames(*kind)));
   }
   for (const std::string& wanted : metric_names) {
     auto it = std::find_if(available.begin(), available.end(),
                            [&](const Metric& m) { return m.name == wanted; });
     if (it == available.end()) {
-      return fail(400, "unknown metric \"" + wanted + "\" for " + kindName(*kind) +
-                           ": one of " + joined(metricNames(*kind)));
+      return fail(400, "unknown metric \"" + wanted + "\" for " + kindName(*kind) + ": one of " +
+                           joined(metricNames(*kind)));
     }
     if (wanted == "apdex" && !(apdex_threshold_us > 0)) {
       return fail(400, "apdex needs a positive threshold");
@@ -1109,14 +1156,14 @@ Json Analytics::query(const std::string& kind_text, const std::string& name,
       int64_t least = (needed + resolution - 1) / resolution * resolution;
       return fail(400, "too many points: " + std::to_string(steps(step)) + " steps of " +
                            std::to_string(step / 1000) + " s, at most " +
-                           std::to_string(kMaxQueryPoints) + "; use step >= " +
-                           std::to_string(least / 1000));
+                           std::to_string(kMaxQueryPoints) +
+                           "; use step >= " + std::to_string(least / 1000));
     }
   } else {
     // No step asked for: widen the resolution until the answer fits.
     int64_t span = to - from;
-    int64_t per_point = (span + static_cast<int64_t>(kMaxQueryPoints) - 1) /
-                        static_cast<int64_t>(kMaxQueryPoints);
+    int64_t per_point =
+        (span + static_cast<int64_t>(kMaxQueryPoints) - 1) / static_cast<int64_t>(kMaxQueryPoints);
     step = std::max<int64_t>(1, (per_point + resolution - 1) / resolution) * resolution;
     while (steps(step) > static_cast<int64_t>(kMaxQueryPoints)) step += resolution;
   }
@@ -1136,19 +1183,23 @@ Json Analytics::query(const std::string& kind_text, const std::string& name,
     std::array<uint32_t, kGauges> gauge_points{};
   };
   std::vector<Step> buckets(count);
-  forEachPoint(*it->second, coarse, first, first + static_cast<int64_t>(count) * step, now_ms,
-               [&](const Point& p, int64_t length) {
-                 Step& b = buckets[static_cast<size_t>((p.start_ms - first) / step)];
-                 b.any = true;
-                 b.covered_ms += p.covered_ms > 0 ? p.covered_ms : length;
-                 b.counters.add(p.counters);
-                 Gauges g = p.gauges();
-                 for (size_t i = 0; i < kGauges; ++i) {
-                   if (!g[i]) continue;
-                   b.gauge_total[i] += *g[i];
-                   ++b.gauge_points[i];
-                 }
-               });
+  std::string read_error;
+  auto add = [&](const Point& p, int64_t length) {
+    Step& b = buckets[static_cast<size_t>((p.start_ms - first) / step)];
+    b.any = true;
+    b.covered_ms += p.covered_ms > 0 ? p.covered_ms : length;
+    b.counters.add(p.counters);
+    Gauges g = p.gauges();
+    for (size_t i = 0; i < kGauges; ++i) {
+      if (!g[i]) continue;
+      b.gauge_total[i] += *g[i];
+      ++b.gauge_points[i];
+    }
+  };
+  if (!forEachPoint(it->first, *it->second, coarse, first,
+                    first + static_cast<int64_t>(count) * step, now_ms, add, &read_error)) {
+    return fail(500, read_error);
+  }
 
   Json timestamps = Json::array();
   Json series = Json::object();

@@ -49,15 +49,15 @@ const char* phaseName(Phase phase);  // "header", "connect", ...
 // for an engine).
 enum class Gauge : uint8_t {
   ConnectionsActive,
-  ConnectionsIdle,   // servers: idle in the reuse pool
-  InFlight,          // servers
-  MaxConnections,    // the configured limit; 0 = none, and a sum with a "none" stays none
-  ServersUp,         // servers and pools: how many (engine, server) pairs report each health
+  ConnectionsIdle,  // servers: idle in the reuse pool
+  InFlight,         // servers
+  MaxConnections,   // the configured limit; 0 = none, and a sum with a "none" stays none
+  ServersUp,        // servers and pools: how many (engine, server) pairs report each health
   ServersDown,
   ServersEjected,
   ServersDisabled,
   ServersDraining,
-  CpuPercent,        // engines, from "resources"
+  CpuPercent,  // engines, from "resources"
   CpuCores,
   MemoryRssBytes,
   MemoryTotalBytes,
@@ -109,8 +109,8 @@ struct Counters {
   uint64_t bytes_in = 0;
   uint64_t bytes_out = 0;
   uint64_t retries = 0;
-  uint64_t ejections = 0;                   // servers and pools
-  std::array<uint64_t, 5> responses{};      // 1xx .. 5xx
+  uint64_t ejections = 0;                      // servers and pools
+  std::array<uint64_t, 5> responses{};         // 1xx .. 5xx
   std::array<uint64_t, kErrorKinds> errors{};  // by ErrorKind (core/stats.h)
   std::array<PhaseHistogram, kPhases> phases;
 
@@ -148,12 +148,14 @@ class Analytics {
   struct Options {
     std::string db_path;  // "" = memory only; the controller passes DATA_DIR/analytics.db
     int64_t fine_step_s = 10;
-    size_t fine_points = 360;    // 1 hour
+    size_t fine_points = 360;     // 1 hour
     int64_t coarse_step_s = 300;  // a multiple of fine_step_s, at most the fine retention
     size_t coarse_points = 2016;  // 7 days
-    // Objects kept; past it the least recently updated object is dropped. Memory is about
-    // (fine_points + coarse_points) x 50 bytes per idle object and up to ~400 per busy one:
-    // 10,000 objects with the defaults take 1 to 8 GB at worst.
+    // Objects kept; past it the least recently updated object is dropped. A point takes ~40
+    // bytes for an idle object and up to ~900 for a busy one (five wide histograms). Memory
+    // holds the fine points, and the rollups only without a database (with one they are read
+    // from it): per object ~15 KB idle to ~250 KB busy with a database, 100 KB to 2 MB
+    // without; on disk up to ~2 MB (measured with the defaults).
     size_t max_objects = 10000;
   };
 
@@ -167,8 +169,8 @@ class Analytics {
   // Adds one engine report: `counters` and `resources` as docs/operations.md describes them,
   // deltas covering `interval_s` seconds, added to the point containing now_ms. Input comes from
   // the network: anything missing counts as absent or 0, anything of the wrong type is ignored.
-  void ingest(const std::string& se, const Json& counters, const Json& resources,
-              double interval_s, int64_t now_ms);
+  void ingest(const std::string& se, const Json& counters, const Json& resources, double interval_s,
+              int64_t now_ms);
 
   // Closes the points that ended by now_ms, drops what is past retention, and writes the closed
   // points not written yet in one transaction. The open point is not written: a restart loses
@@ -183,7 +185,8 @@ class Analytics {
   std::vector<std::string> names(analytics::Kind kind) const;  // sorted
 
   struct QueryError {
-    int status = 0;  // 400 (bad metric, range or step) or 404 (unknown kind or object)
+    // 400 (bad metric, range or step), 404 (unknown kind or object), 500 (database)
+    int status = 0;
     std::string message;
   };
   static constexpr size_t kMaxQueryPoints = 1000;
@@ -191,11 +194,14 @@ class Analytics {
   // The series for GET /api/v1/analytics/{kind}/{name}?metric=a,b&from=&to=&step=:
   //   {"kind", "name", "from", "to", "step", "resolution", "timestamps": [...],
   //    "series": {"<metric>": [value or null per step]}}
-  // with times in Unix seconds; a step without any report is null. Resolution: fine points when
-  // from_ms is within the fine retention, else coarse. step_s is rounded up to a multiple of the
-  // resolution; 0 = the resolution. to_ms <= 0 means now_ms, from_ms <= 0 one hour before to.
-  // apdex_threshold_us is T for the "apdex" metric. On error: null, with *error set.
-  // metricNames(kind) lists the metrics a kind has.
+  // in Unix seconds: steps align to multiples of the step, "from" is the start of the first,
+  // "to" the end of the last, "timestamps" the start of each. A step without any report is
+  // null. Resolution: fine points when from_ms is within the fine retention, else coarse.
+  // step_s is rounded up to a multiple of the resolution; 0 = the resolution, widened to give
+  // at most kMaxQueryPoints steps (an explicit step giving more is an error). to_ms <= 0 means
+  // now_ms, from_ms <= 0 one hour before to. Rates divide by the seconds reports covered;
+  // gauges over a step are the mean of its points. apdex_threshold_us is T for "apdex".
+  // On error: null, with *error set. metricNames(kind) lists the metrics a kind has.
   Json query(const std::string& kind, const std::string& name,
              const std::vector<std::string>& metrics, int64_t from_ms, int64_t to_ms,
              int64_t step_s, double apdex_threshold_us, int64_t now_ms, QueryError* error) const;
@@ -214,12 +220,15 @@ class Analytics {
   void dropOldest();
   void advance(Series& s, int64_t now_ms);
   void closeFine(Series& s);
+  void rollUp(Series& s, const Point& fine);
   void closeCoarse(Series& s);
-  // Visits the points of `s` (start, point) whose start is in [from_ms, to_ms), at fine or
-  // coarse resolution, including the ones still open; past retention at now_ms is skipped.
+  // Visits the points of an object (point, its length in ms) whose start is in
+  // [from_ms, to_ms), oldest first, at fine or coarse resolution, including the ones still open;
+  // what is past retention at now_ms is skipped. false with *error set (if not null) when the
+  // database could not be read; the points in memory are visited all the same.
   template <typename Visit>
-  void forEachPoint(const Series& s, bool coarse, int64_t from_ms, int64_t to_ms, int64_t now_ms,
-                    Visit&& visit) const;
+  bool forEachPoint(const Key& key, const Series& s, bool coarse, int64_t from_ms, int64_t to_ms,
+                    int64_t now_ms, Visit&& visit, std::string* error) const;
   int64_t fineMs() const { return options_.fine_step_s * 1000; }
   int64_t coarseMs() const { return options_.coarse_step_s * 1000; }
   int64_t fineRetentionMs() const;

@@ -77,11 +77,12 @@ class AnalyticsTest : public ::testing::Test {
              const std::vector<std::string>& metrics, int64_t from_ms, int64_t to_ms,
              int64_t step_s, int64_t now_ms, double apdex_t = 0) {
     Analytics::QueryError error;
-    Json answer = analytics_->query(kind, name, metrics, from_ms, to_ms, step_s, apdex_t, now_ms,
-                                    &error);
+    Json answer =
+        analytics_->query(kind, name, metrics, from_ms, to_ms, step_s, apdex_t, now_ms, &error);
     EXPECT_EQ(error.status, 0) << error.message;
     return answer;
   }
+  void checkRetention(const Analytics::Options& options);
   Analytics::QueryError queryError(const std::string& kind, const std::string& name,
                                    const std::vector<std::string>& metrics, int64_t from_ms,
                                    int64_t to_ms, int64_t step_s, double apdex_t = 0) {
@@ -152,16 +153,17 @@ TEST_F(AnalyticsTest, PercentileInterpolatesInsideTheBucketAndOverflowAnswersIts
 
 TEST_F(AnalyticsTest, Apdex) {
   // T = 800 us is bound 12 and 4T = 3200 us bound 20: 60 satisfied, 20 tolerating, 20 frustrated.
-  analytics_->ingest("se-a",
-                     vsCounters("web", {{"requests", 100},
-                                        {"phases",
-                                         {{"total", bucketHistogram({{5, 60}, {16, 20}, {80, 20}})}}}}),
-                     Json::object(), 1, kT0);
+  analytics_->ingest(
+      "se-a",
+      vsCounters("web", {{"requests", 100},
+                         {"phases", {{"total", bucketHistogram({{5, 60}, {16, 20}, {80, 20}})}}}}),
+      Json::object(), 1, kT0);
   analytics::Window w = analytics_->window(Kind::Vs, "web", 10, kT0 + 1);
   EXPECT_DOUBLE_EQ(*w.apdex(800), (60 + 20 / 2.0) / 100);
 
   // T in the middle of a bucket counts half of it as satisfied.
-  analytics_->ingest("se-a", vsCounters("api", {{"phases", {{"total", bucketHistogram({{13, 10}})}}}}),
+  analytics_->ingest("se-a",
+                     vsCounters("api", {{"phases", {{"total", bucketHistogram({{13, 10}})}}}}),
                      Json::object(), 1, kT0);
   w = analytics_->window(Kind::Vs, "api", 10, kT0 + 1);
   double t = (800 + 951) / 2.0;
@@ -192,8 +194,8 @@ TEST_F(AnalyticsTest, RatesOverAStepUseTheSecondsReportsCovered) {
                       kT0 - 10'000, kT0 + 20'000, 10, now);
   EXPECT_EQ(answer["step"], 10);
   EXPECT_EQ(answer["resolution"], 10);
-  EXPECT_EQ(answer["timestamps"], Json::array({(kT0 - 10'000) / 1000, kT0 / 1000,
-                                               (kT0 + 10'000) / 1000}));
+  EXPECT_EQ(answer["timestamps"],
+            Json::array({(kT0 - 10'000) / 1000, kT0 / 1000, (kT0 + 10'000) / 1000}));
   EXPECT_EQ(series(answer, "requests_per_s"), Json::array({nullptr, 50.0, 100.0}));
   EXPECT_EQ(series(answer, "responses_2xx_per_s"), Json::array({nullptr, 50.0, 100.0}));
   EXPECT_EQ(series(answer, "error_rate"), Json::array({nullptr, 0.0, 0.0}));
@@ -273,18 +275,17 @@ TEST_F(AnalyticsTest, PoolsSumTheirServersAcrossEngines) {
 }
 
 TEST_F(AnalyticsTest, EnginesSumTheirVirtualServicesAndKeepTheirResources) {
-  Json counters = {{"virtual_services",
-                    {{"web",
-                      {{"requests", 10},
-                       {"connections_active", 4},
-                       {"phases", {{"total", histogram({500})}}}}},
-                     {"api",
-                      {{"requests", 5},
-                       {"connections_active", 2},
-                       {"phases", {{"total", histogram({5000})}}}}}}}};
-  Json resources = {{"cpu_percent", 37.5},      {"cpu_cores", 4},
-                    {"memory_rss_bytes", 1e8},  {"memory_total_bytes", 8e9},
-                    {"connections_active", 9},  {"open_files", 40},
+  Json counters = {
+      {"virtual_services",
+       {{"web",
+         {{"requests", 10}, {"connections_active", 4}, {"phases", {{"total", histogram({500})}}}}},
+        {"api",
+         {{"requests", 5},
+          {"connections_active", 2},
+          {"phases", {{"total", histogram({5000})}}}}}}}};
+  Json resources = {{"cpu_percent", 37.5},     {"cpu_cores", 4},
+                    {"memory_rss_bytes", 1e8}, {"memory_total_bytes", 8e9},
+                    {"connections_active", 9}, {"open_files", 40},
                     {"max_open_files", 1024}};
   analytics_->ingest("se-a", counters, resources, 1, kT0 + 100);
   analytics_->ingest("se-b", vsCounters("web", requests(1)), {{"cpu_percent", 90}}, 1, kT0 + 100);
@@ -336,8 +337,9 @@ TEST_F(AnalyticsTest, GaugesAreEachEnginesLatestValueSummed) {
   EXPECT_EQ(series(answer, "connections_active"), Json::array({7.5}));
 }
 
-TEST_F(AnalyticsTest, RetentionDropsOldFinePointsAndKeepsCoarseOnes) {
-  analytics_ = make(shortOptions());
+// With a database, rollups are read from it; without, they stay in memory: the same answers.
+void AnalyticsTest::checkRetention(const Analytics::Options& options) {
+  analytics_ = make(options);
   // One report a second for 30 s: 1 request per second, 5 per coarse point.
   for (int s = 0; s < 30; ++s) {
     analytics_->ingest("se-a", vsCounters("web", requests(1)), Json::object(), 1,
@@ -356,8 +358,7 @@ TEST_F(AnalyticsTest, RetentionDropsOldFinePointsAndKeepsCoarseOnes) {
   Json coarse = query("vs", "web", {"requests_per_s"}, kT0, now, 0, now);
   EXPECT_EQ(coarse["resolution"], 5);
   EXPECT_EQ(coarse["step"], 5);
-  EXPECT_EQ(series(coarse, "requests_per_s"),
-            Json::array({nullptr, nullptr, 1.0, 1.0, 1.0, 1.0}));
+  EXPECT_EQ(series(coarse, "requests_per_s"), Json::array({nullptr, nullptr, 1.0, 1.0, 1.0, 1.0}));
   analytics::Window w = analytics_->window(Kind::Vs, "web", 25, now);
   EXPECT_EQ(w.counters.requests, 20u);
   EXPECT_DOUBLE_EQ(w.seconds, 20);
@@ -365,6 +366,29 @@ TEST_F(AnalyticsTest, RetentionDropsOldFinePointsAndKeepsCoarseOnes) {
   // Without reports everything expires, and the object with it.
   ASSERT_TRUE(analytics_->flush(now + 60'000, &error)) << error;
   EXPECT_FALSE(analytics_->has(Kind::Vs, "web"));
+}
+
+TEST_F(AnalyticsTest, RetentionDropsOldFinePointsAndKeepsCoarseOnes) {
+  checkRetention(shortOptions());
+}
+
+TEST_F(AnalyticsTest, RetentionWithADatabase) {
+  char pattern[] = "/tmp/ballast-analytics-test-XXXXXX";
+  ASSERT_NE(mkdtemp(pattern), nullptr);
+  Analytics::Options options = shortOptions();
+  options.db_path = std::string(pattern) + "/analytics.db";
+  checkRetention(options);
+  analytics_.reset();
+  // Expired rows left the file, they are not only hidden.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(options.db_path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* count = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT COUNT(*) FROM points", -1, &count, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(count), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int64(count, 0), 0);
+  sqlite3_finalize(count);
+  sqlite3_close(db);
+  std::filesystem::remove_all(pattern);
 }
 
 TEST_F(AnalyticsTest, ObjectCapDropsTheLeastRecentlyUpdated) {
@@ -419,8 +443,7 @@ TEST_F(AnalyticsTest, QueryErrorsNameWhatIsWrong) {
   EXPECT_EQ(e.status, 400);
   EXPECT_NE(e.message.find("at most 1000"), std::string::npos) << e.message;
   EXPECT_NE(e.message.find("step >= "), std::string::npos) << e.message;
-  Json wide = query("vs", "web", {"requests_per_s"}, long_from - 86'400'000, to, 0,
-                    kT0 + 60'000);
+  Json wide = query("vs", "web", {"requests_per_s"}, long_from - 86'400'000, to, 0, kT0 + 60'000);
   EXPECT_LE(wide["timestamps"].size(), Analytics::kMaxQueryPoints);
   EXPECT_EQ(wide["resolution"], 300);
   EXPECT_EQ(wide["step"].get<int64_t>() % 300, 0);
@@ -441,24 +464,24 @@ TEST_F(AnalyticsTest, MalformedInputIsIgnored) {
                      kT0);
   EXPECT_TRUE(analytics_->names(Kind::Vs).empty());
 
-  Json bad = {{"requests", "many"},
-              {"bytes_in", -5},
-              {"bytes_out", 1e300},
-              {"retries", true},
-              {"connections_total", 2.5},
-              {"connections_active", "x"},
-              {"responses", {{"2xx", 3}, {"6xx", 4}, {"5xx", nullptr}}},
-              {"errors", {{"no_such_error", 1}, {"no_server", 2}}},
-              {"health", 5},
-              {"phases",
-               {{"total",
-                 {{"buckets",
-                   Json::array({Json::array({-1, 5}), Json::array({81, 5}), Json::array({"a", 1}),
-                                Json::array({3}), 7, Json::array({2, -4}), Json::array({2, 1e300}),
-                                Json::array({4, 6})})},
-                  {"sum_us", "x"}}},
-                {"connect", "x"},
-                {"nonsense", {{"buckets", Json::array({Json::array({1, 1})})}}}}}};
+  Json bad = {
+      {"requests", "many"},
+      {"bytes_in", -5},
+      {"bytes_out", 1e300},
+      {"retries", true},
+      {"connections_total", 2.5},
+      {"connections_active", "x"},
+      {"responses", {{"2xx", 3}, {"6xx", 4}, {"5xx", nullptr}}},
+      {"errors", {{"no_such_error", 1}, {"no_server", 2}}},
+      {"health", 5},
+      {"phases",
+       {{"total",
+         {{"buckets", Json::array({Json::array({-1, 5}), Json::array({81, 5}),
+                                   Json::array({"a", 1}), Json::array({3}), 7, Json::array({2, -4}),
+                                   Json::array({2, 1e300}), Json::array({4, 6})})},
+          {"sum_us", "x"}}},
+        {"connect", "x"},
+        {"nonsense", {{"buckets", Json::array({Json::array({1, 1})})}}}}}};
   analytics_->ingest("se-a", vsCounters("web", bad), Json::object(), NAN, kT0 + 100);
   analytics_->ingest("se-a", vsCounters("web", bad), Json{{"cpu_percent", "hot"}}, -3, kT0 + 200);
   analytics::Window w = analytics_->window(Kind::Vs, "web", 10, kT0 + 300);
@@ -527,14 +550,13 @@ TEST_F(AnalyticsPersistenceTest, AReopenedDatabaseAnswersTheSameQueries) {
   int64_t now = kT0 + 17'000;
   ASSERT_TRUE(analytics_->flush(now, &error)) << error;
 
-  std::vector<std::string> metrics = {"requests_per_s", "bytes_out_per_s", "error_rate",
-                                      "connections_active", "latency_total_p90_ms",
-                                      "latency_total_mean_ms", "apdex"};
+  std::vector<std::string> metrics = {
+      "requests_per_s",       "bytes_out_per_s",       "error_rate", "connections_active",
+      "latency_total_p90_ms", "latency_total_mean_ms", "apdex"};
   auto answers = [&] {
-    return Json::array(
-        {query("vs", "web", metrics, now - 9'000, now, 0, now, 1000),
-         query("vs", "web", metrics, kT0, now, 5, now, 1000),
-         query("se", "se-a", {"cpu_percent", "requests_per_s"}, kT0, now, 0, now)});
+    return Json::array({query("vs", "web", metrics, now - 9'000, now, 0, now, 1000),
+                        query("vs", "web", metrics, kT0, now, 5, now, 1000),
+                        query("se", "se-a", {"cpu_percent", "requests_per_s"}, kT0, now, 0, now)});
   };
   Json before = answers();
   EXPECT_EQ(before[0]["resolution"], 1);
@@ -624,18 +646,21 @@ TEST_F(AnalyticsPersistenceTest, DamagedRowsAreSkipped) {
   sqlite3_stmt* insert = nullptr;
   ASSERT_EQ(sqlite3_prepare_v2(db,
                                "INSERT INTO points (kind, name, step_s, start_ms, data)"
-                               " VALUES (?, ?, 1, ?, ?)",
+                               " VALUES (?, ?, ?, ?, ?)",
                                -1, &insert, nullptr),
             SQLITE_OK);
   for (size_t i = 0; i < rows.size(); ++i) {
-    std::string name = "damaged-" + std::to_string(i);
-    sqlite3_bind_text(insert, 1, rows[i].first.c_str(), -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(insert, 2, name.c_str(), -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(insert, 3, kT0);
-    sqlite3_bind_blob(insert, 4, rows[i].second.data(), static_cast<int>(rows[i].second.size()),
-                      SQLITE_TRANSIENT);
-    ASSERT_EQ(sqlite3_step(insert), SQLITE_DONE);
-    sqlite3_reset(insert);
+    for (int64_t step_s : {1, 5}) {  // fine points are read at open, rollups when asked for
+      std::string name = "damaged-" + std::to_string(i);
+      sqlite3_bind_text(insert, 1, rows[i].first.c_str(), -1, SQLITE_TRANSIENT);
+      sqlite3_bind_text(insert, 2, name.c_str(), -1, SQLITE_TRANSIENT);
+      sqlite3_bind_int64(insert, 3, step_s);
+      sqlite3_bind_int64(insert, 4, kT0);
+      sqlite3_bind_blob(insert, 5, rows[i].second.data(), static_cast<int>(rows[i].second.size()),
+                        SQLITE_TRANSIENT);
+      ASSERT_EQ(sqlite3_step(insert), SQLITE_DONE);
+      sqlite3_reset(insert);
+    }
   }
   sqlite3_finalize(insert);
   sqlite3_close(db);
@@ -645,9 +670,14 @@ TEST_F(AnalyticsPersistenceTest, DamagedRowsAreSkipped) {
   EXPECT_EQ(w.counters.requests, 5u);
   EXPECT_EQ(w.gauge(Gauge::ConnectionsActive), 2);
   EXPECT_EQ(w.counters.phases[static_cast<size_t>(Phase::Total)].count(), 3u);
+  EXPECT_GT(analytics_->names(Kind::Vs).size(), 1u);
   for (const std::string& name : analytics_->names(Kind::Vs)) {
     // Whatever a damaged row decoded to (a flipped count still decodes), reading it is safe.
     analytics_->window(Kind::Vs, name, 5, kT0 + 1000).percentileUs(Phase::Total, 0.9);
+    analytics_->window(Kind::Vs, name, 15, kT0 + 1000).apdex(1000);  // rollups, from disk
+    Json answer = query("vs", name, {"latency_total_p99_ms", "connections_active"}, kT0 - 15'000,
+                        kT0 + 5'000, 5, kT0 + 1000);
+    EXPECT_EQ(answer["resolution"], 5);
   }
 }
 
