@@ -1,5 +1,7 @@
 #include "controller/analytics.h"
 
+#include "controller/sqlite.h"
+
 #include <sqlite3.h>
 
 #include <algorithm>
@@ -567,73 +569,8 @@ namespace {
 
 // ---- SQLite -----------------------------------------------------------------------------------
 
-class Statement {
- public:
-  Statement(sqlite3* db, const char* sql) : db_(db) {
-    if (sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr) != SQLITE_OK) fail("prepare");
-  }
-  ~Statement() { sqlite3_finalize(stmt_); }
-  Statement(const Statement&) = delete;
-  Statement& operator=(const Statement&) = delete;
-
-  Statement& bind(int index, const std::string& text) {
-    check(sqlite3_bind_text(stmt_, index, text.data(), static_cast<int>(text.size()),
-                            SQLITE_TRANSIENT));
-    return *this;
-  }
-  Statement& bindBlob(int index, const std::string& data) {
-    check(sqlite3_bind_blob(stmt_, index, data.data(), static_cast<int>(data.size()),
-                            SQLITE_TRANSIENT));
-    return *this;
-  }
-  Statement& bind(int index, int64_t value) {
-    check(sqlite3_bind_int64(stmt_, index, value));
-    return *this;
-  }
-  bool step() {
-    int rc = sqlite3_step(stmt_);
-    if (rc == SQLITE_ROW) return true;
-    if (rc != SQLITE_DONE) fail("step");
-    return false;
-  }
-  void run() {
-    step();
-    sqlite3_reset(stmt_);
-    sqlite3_clear_bindings(stmt_);
-  }
-  std::string text(int column) {
-    const unsigned char* p = sqlite3_column_text(stmt_, column);
-    return p == nullptr ? std::string()
-                        : std::string(reinterpret_cast<const char*>(p),
-                                      static_cast<size_t>(sqlite3_column_bytes(stmt_, column)));
-  }
-  std::string blob(int column) {
-    const void* p = sqlite3_column_blob(stmt_, column);
-    return p == nullptr ? std::string()
-                        : std::string(static_cast<const char*>(p),
-                                      static_cast<size_t>(sqlite3_column_bytes(stmt_, column)));
-  }
-  int64_t integer(int column) { return sqlite3_column_int64(stmt_, column); }
-
- private:
-  void check(int rc) {
-    if (rc != SQLITE_OK) fail("bind");
-  }
-  [[noreturn]] void fail(const char* what) {
-    throw std::runtime_error(std::string("sqlite ") + what + ": " + sqlite3_errmsg(db_));
-  }
-  sqlite3* db_;
-  sqlite3_stmt* stmt_ = nullptr;
-};
-
-void exec(sqlite3* db, const char* sql) {
-  char* message = nullptr;
-  if (sqlite3_exec(db, sql, nullptr, nullptr, &message) != SQLITE_OK) {
-    std::string text = message ? message : sqlite3_errmsg(db);
-    sqlite3_free(message);
-    throw std::runtime_error("sqlite: " + text);
-  }
-}
+using sqlite::Statement;
+using sqlite::exec;
 
 // ---- metrics of query() -----------------------------------------------------------------------
 
@@ -974,8 +911,9 @@ bool Analytics::flush(int64_t now_ms, std::string* error) {
       Statement insert(db_,
                        "INSERT OR REPLACE INTO points (step_s, kind, name, start_ms, data)"
                        " VALUES (?, ?, ?, ?, ?)");
-      for (auto& [key, series] : series_) {
-        Series& s = *series;
+      for (auto& entry : series_) {
+        const Key& key = entry.first;  // not a structured binding: lambdas capture it (C++20)
+        Series& s = *entry.second;
         auto write = [&](const std::deque<StoredPoint>& points, int64_t step_s, int64_t after) {
           auto first = points.end();  // the points not written yet are the newest few
           while (first != points.begin() && std::prev(first)->start_ms > after) --first;

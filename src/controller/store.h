@@ -12,6 +12,7 @@
 
 #include "controller/documents.h"
 #include "controller/placement.h"
+#include "controller/sqlite.h"
 
 struct sqlite3;
 
@@ -102,11 +103,6 @@ class Store {
   void setMeta(const std::string& key, const std::string& value);
 
   sqlite3* db_;
-};
-
-// Thrown by Store on a database error (disk full, corruption): the request fails with 500.
-struct StoreError : std::runtime_error {
-  using std::runtime_error::runtime_error;
 };
 
 }  // namespace ballast::controller

@@ -67,10 +67,43 @@ function replaceChildren(el, ...children) {
   append(el, children);
 }
 
+// One row spanning a table of `columns` columns, saying it has nothing to show.
+function emptyRow(columns, text) {
+  return h('tr', {}, h('td', { colspan: columns, class: 'empty' }, text));
+}
+
 // A table body's rows, or one "empty" row spanning the table when there are none.
 function fillBody(tbody, rows, columns, emptyText) {
-  if (rows.length) replaceChildren(tbody, rows);
-  else replaceChildren(tbody, h('tr', {}, h('td', { colspan: columns, class: 'empty' }, emptyText)));
+  replaceChildren(tbody, rows.length ? rows : emptyRow(columns, emptyText));
+}
+
+// A column heading of table(): its text, or numCol(text) for a right-aligned (numeric) column.
+function numCol(text) {
+  return { text, class: 'num' };
+}
+
+// A table in its scrolling wrapper: one header row of column headings, then `body` (a tbody,
+// filled later by fillBody).
+function table(testid, headers, body) {
+  const th = (c) => (typeof c === 'string' ? h('th', { scope: 'col' }, c) : h('th', { scope: 'col', class: c.class }, c.text));
+  return h(
+    'div',
+    { class: 'table-wrap' },
+    h('table', { 'data-testid': testid }, h('thead', {}, h('tr', {}, headers.map(th))), body),
+  );
+}
+
+// A panel (section) labelled by the h2 with this id; panelHead() puts more beside the heading.
+function section(id, ...children) {
+  return h('section', { class: 'panel', 'aria-labelledby': id }, ...children);
+}
+
+function panel(id, title, ...children) {
+  return section(id, h('h2', { id }, title), ...children);
+}
+
+function panelHead(id, title, ...rest) {
+  return h('div', { class: 'panel-head' }, h('h2', { id }, title), ...rest);
 }
 
 // A name in a URL path: each segment escaped, the slashes of server names ("pool/addr") kept.
@@ -293,6 +326,22 @@ function reasonList(health) {
   return h('ul', { class: 'reasons' }, reasons.map((r) => h('li', {}, r)));
 }
 
+// The cells of a score, its penalties and its reasons (a pool or a server of the VS page).
+function healthCells(health, testid) {
+  return [h('td', {}, scoreBadge(health, testid)), h('td', {}, penaltyList(health)), h('td', {}, reasonList(health))];
+}
+
+// How far a service engine has applied the configuration: a badge, then "vACKED/CURRENT".
+function syncCell(state, title, se, ...more) {
+  return h(
+    'td',
+    {},
+    stateBadge(state, null, title),
+    h('span', { class: 'muted small' }, ` v${se.acked_version ?? DASH}/${se.config_version ?? DASH}`),
+    ...more,
+  );
+}
+
 function eventTypeBadge(type) {
   return h('span', { class: 'ev-type', 'data-tone': EVENT_TONES[type] || null }, type || DASH);
 }
@@ -316,6 +365,36 @@ function eventDetails(details) {
     .join('  ');
 }
 
+const EVENT_COLUMNS = ['Time', 'Type', 'Object', 'Message'];
+
+// A row of an events table (EVENT_COLUMNS, then `more` cells); attrs: the row's data-testid and
+// data-* attributes.
+function eventRow(ev, attrs, ...more) {
+  return h(
+    'tr',
+    attrs,
+    h('td', { class: 'time' }, fmtClock(ev.time)),
+    h('td', {}, eventTypeBadge(ev.type)),
+    h('td', {}, eventObject(ev.object)),
+    h('td', {}, ev.message || ''),
+    ...more,
+  );
+}
+
+// Adds the events of an answer ({items}) to log.items, where log.lastId is the highest id seen
+// (null before the first answer, 0 after an empty one); past `max` events only the last `keep`
+// are kept. Returns whether the answer had a list of events.
+function collectEvents(log, answer, max, keep) {
+  if (!answer || !Array.isArray(answer.items)) return false;
+  for (const ev of answer.items) {
+    if (log.lastId === null || ev.id > log.lastId) log.lastId = ev.id;
+    log.items.push(ev);
+  }
+  if (log.lastId === null) log.lastId = 0;
+  if (log.items.length > max) log.items = log.items.slice(-keep);
+  return true;
+}
+
 // A sparkline of a series (nulls are gaps), scaled from 0 to its maximum. It starts at the first
 // value (an object that reports since a minute uses the whole width); a single value is a flat line.
 function sparkline(series, { label, kind = 'rate', width = 120, height = 28 } = {}) {
@@ -331,6 +410,15 @@ function sparkline(series, { label, kind = 'rate', width = 120, height = 28 } = 
   let run = [];
   const flush = () => {
     if (!run.length) return;
+    // A value alone between gaps (the first report, or the newest point still empty) would be a
+    // path of one point, which draws nothing: widen it into a short dash.
+    if (run.length === 1) {
+      const [i, v] = run[0];
+      const cx = Math.min(Math.max(x(i), 3), width - 3);
+      line += `M${(cx - 3).toFixed(1)},${y(v).toFixed(1)}L${(cx + 3).toFixed(1)},${y(v).toFixed(1)}`;
+      run = [];
+      return;
+    }
     line += `M${run.map(([i, v]) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`).join('L')}`;
     const first = x(run[0][0]).toFixed(1);
     const last = x(run[run.length - 1][0]).toFixed(1);
@@ -600,63 +688,22 @@ class OverviewPage {
       ...pageHeader('Overview'),
       h('p', { class: 'muted' }, 'Every virtual service and service engine, with its health score (0–100). Refreshed every 2 s.'),
       this.tiles,
-      h(
-        'section',
-        { class: 'panel', 'aria-labelledby': 'vs-heading' },
-        h('h2', { id: 'vs-heading' }, 'Virtual services'),
-        h(
-          'div',
-          { class: 'table-wrap' },
-          h(
-            'table',
-            { 'data-testid': 'vs-table' },
-            h(
-              'thead',
-              {},
-              h(
-                'tr',
-                {},
-                h('th', { scope: 'col' }, 'Name'),
-                h('th', { scope: 'col' }, 'Score'),
-                h('th', { scope: 'col' }, 'Listen'),
-                h('th', { scope: 'col' }, 'Pool'),
-                h('th', { scope: 'col' }, 'Service engines'),
-                h('th', { scope: 'col', class: 'num' }, 'Requests/s (10 min)'),
-                h('th', { scope: 'col', class: 'num' }, 'p90 latency (10 min)'),
-              ),
-            ),
-            this.vsBody,
-          ),
+      panel(
+        'vs-heading',
+        'Virtual services',
+        table(
+          'vs-table',
+          ['Name', 'Score', 'Listen', 'Pool', 'Service engines', numCol('Requests/s (10 min)'), numCol('p90 latency (10 min)')],
+          this.vsBody,
         ),
       ),
-      h(
-        'section',
-        { class: 'panel', 'aria-labelledby': 'se-heading' },
-        h('h2', { id: 'se-heading' }, 'Service engines'),
-        h(
-          'div',
-          { class: 'table-wrap' },
-          h(
-            'table',
-            { 'data-testid': 'se-table' },
-            h(
-              'thead',
-              {},
-              h(
-                'tr',
-                {},
-                h('th', { scope: 'col' }, 'Name'),
-                h('th', { scope: 'col' }, 'State'),
-                h('th', { scope: 'col' }, 'Score'),
-                h('th', { scope: 'col', class: 'num' }, 'CPU'),
-                h('th', { scope: 'col', class: 'num' }, 'Connections'),
-                h('th', { scope: 'col' }, 'Virtual services'),
-                h('th', { scope: 'col' }, 'Configuration'),
-                h('th', { scope: 'col' }, 'Last report'),
-              ),
-            ),
-            this.seBody,
-          ),
+      panel(
+        'se-heading',
+        'Service engines',
+        table(
+          'se-table',
+          ['Name', 'State', 'Score', numCol('CPU'), numCol('Connections'), 'Virtual services', 'Configuration', 'Last report'],
+          this.seBody,
         ),
       ),
     );
@@ -697,6 +744,8 @@ class OverviewPage {
         const a = traffic[i];
         const series = (a && a.series) || {};
         const where = placed.get(vs.name);
+        const metric = (key, fmt, what, kind, id) =>
+          metricCell(series[key] || [], fmt, { label: `${what} of ${vs.name}, last 10 minutes`, kind, testid: `vs-${id}-${vs.name}` });
         return h(
           'tr',
           { 'data-testid': `vs-row-${vs.name}` },
@@ -705,16 +754,8 @@ class OverviewPage {
           h('td', {}, h('span', { class: 'mono' }, vs.listen || DASH), h('span', { class: 'muted small' }, ` ${vs.protocol || ''}`)),
           h('td', {}, vs.pool || DASH),
           h('td', {}, where === undefined ? DASH : where.length ? where.join(', ') : h('span', { class: 'error-text' }, 'not placed')),
-          metricCell(series.requests_per_s || [], (v) => fmtRate(v), {
-            label: `requests per second of ${vs.name}, last 10 minutes`,
-            kind: 'rate',
-            testid: `vs-rps-${vs.name}`,
-          }),
-          metricCell(series.latency_total_p90_ms || [], fmtMs, {
-            label: `p90 latency of ${vs.name}, last 10 minutes`,
-            kind: 'latency',
-            testid: `vs-latency-${vs.name}`,
-          }),
+          metric('requests_per_s', (v) => fmtRate(v), 'requests per second', 'rate', 'rps'),
+          metric('latency_total_p90_ms', fmtMs, 'p90 latency', 'latency', 'latency'),
         );
       }),
       7,
@@ -735,12 +776,7 @@ class OverviewPage {
           h('td', { class: 'num' }, fmtPercent(load.cpu_percent)),
           h('td', { class: 'num' }, fmtNumber(load.connections_active)),
           h('td', {}, (se.virtual_services || []).length ? se.virtual_services.join(', ') : h('span', { class: 'muted' }, 'none')),
-          h(
-            'td',
-            {},
-            stateBadge(inSync ? 'in-sync' : 'syncing', null, `acknowledged ${se.acked_version ?? DASH} of ${se.config_version ?? DASH}`),
-            h('span', { class: 'muted small' }, ` v${se.acked_version ?? DASH}/${se.config_version ?? DASH}`),
-          ),
+          syncCell(inSync ? 'in-sync' : 'syncing', `acknowledged ${se.acked_version ?? DASH} of ${se.config_version ?? DASH}`, se),
           h('td', { class: 'muted' }, fmtAge(se.last_seen_age_s)),
         );
       }),
@@ -787,8 +823,7 @@ class VsPage {
     this.name = name;
     this.key = `vs:${name}`;
     this.window = WINDOWS[params.get('window')] ? params.get('window') : DEFAULT_WINDOW;
-    this.events = [];
-    this.lastEventId = null;
+    this.events = { items: [], lastId: null }; // collectEvents()
     this.chartsAt = 0;
     this.pool = null;
     document.title = `${name} · Ballast`;
@@ -824,98 +859,32 @@ class VsPage {
         h(
           'div',
           { class: 'grid-2' },
-          h('section', { class: 'panel', 'aria-labelledby': 'health-heading' }, h('h2', { id: 'health-heading' }, 'Health'), this.healthFacts),
-          h(
-            'section',
-            { class: 'panel', 'aria-labelledby': 'placement-heading' },
-            h('h2', { id: 'placement-heading' }, 'Placement'),
-            h(
-              'div',
-              { class: 'table-wrap' },
-              h(
-                'table',
-                { 'data-testid': 'placement-table' },
-                h(
-                  'thead',
-                  {},
-                  h(
-                    'tr',
-                    {},
-                    h('th', { scope: 'col' }, 'Service engine'),
-                    h('th', { scope: 'col' }, 'State'),
-                    h('th', { scope: 'col' }, 'Score'),
-                    h('th', { scope: 'col' }, 'Configuration'),
-                  ),
-                ),
-                this.placementBody,
-              ),
-            ),
+          panel('health-heading', 'Health', this.healthFacts),
+          panel(
+            'placement-heading',
+            'Placement',
+            table('placement-table', ['Service engine', 'State', 'Score', 'Configuration'], this.placementBody),
           ),
         ),
-        h(
-          'div',
-          { class: 'panel-head' },
-          h('h2', { id: 'charts-heading' }, 'Traffic, latency and errors'),
+        panelHead(
+          'charts-heading',
+          'Traffic, latency and errors',
           h('div', { class: 'segmented', role: 'group', 'aria-label': 'Time window' }, this.windowButtons),
         ),
         charts,
-        h(
-          'section',
-          { class: 'panel', 'aria-labelledby': 'servers-heading' },
-          h('h2', { id: 'servers-heading' }, 'Pool and servers'),
-          h(
-            'div',
-            { class: 'table-wrap' },
-            h(
-              'table',
-              { 'data-testid': 'server-table' },
-              h(
-                'thead',
-                {},
-                h(
-                  'tr',
-                  {},
-                  h('th', { scope: 'col' }, 'Server'),
-                  h('th', { scope: 'col' }, 'State'),
-                  h('th', { scope: 'col' }, 'Score'),
-                  h('th', { scope: 'col' }, 'Penalties'),
-                  h('th', { scope: 'col' }, 'Reasons'),
-                ),
-              ),
-              this.serverBody,
-            ),
-          ),
+        panel(
+          'servers-heading',
+          'Pool and servers',
+          table('server-table', ['Server', 'State', 'Score', 'Penalties', 'Reasons'], this.serverBody),
         ),
-        h(
-          'section',
-          { class: 'panel', 'aria-labelledby': 'events-heading' },
-          h(
-            'div',
-            { class: 'panel-head' },
-            h('h2', { id: 'events-heading' }, 'Recent events'),
+        section(
+          'events-heading',
+          panelHead(
+            'events-heading',
+            'Recent events',
             h('a', { href: `#/events?object=${encodeURIComponent(name)}` }, 'All events of this virtual service'),
           ),
-          h(
-            'div',
-            { class: 'table-wrap' },
-            h(
-              'table',
-              { 'data-testid': 'vs-events' },
-              h(
-                'thead',
-                {},
-                h(
-                  'tr',
-                  {},
-                  h('th', { scope: 'col' }, 'Time'),
-                  h('th', { scope: 'col' }, 'Type'),
-                  h('th', { scope: 'col' }, 'Object'),
-                  h('th', { scope: 'col' }, 'Message'),
-                ),
-              ),
-              this.eventBody,
-            ),
-          ),
+          table('vs-events', EVENT_COLUMNS, this.eventBody),
         ),
       )),
     );
@@ -982,7 +951,7 @@ class VsPage {
     const w = WINDOWS[this.window];
     const chartsDue = Date.now() - this.chartsAt >= w.every;
     const metrics = [...TRAFFIC_METRICS, ...LATENCY_PHASES.map((p) => `latency_${p}_p90_ms`), ...ERROR_METRICS];
-    const eventsPath = this.lastEventId === null ? '/events?limit=500' : `/events?since_id=${this.lastEventId}&limit=1000`;
+    const eventsPath = this.events.lastId === null ? '/events?limit=500' : `/events?since_id=${this.events.lastId}&limit=1000`;
     const windowAsked = this.window;
     const [vs, health, status, serverHealth, poolHealth, ses, analytics, events] = await Promise.all([
       get(`/virtual_services/${pathName(this.name)}`, { missingOk: true }),
@@ -1072,9 +1041,7 @@ class VsPage {
           { class: 'group', 'data-testid': `pool-row-${pool}` },
           h('td', {}, `pool ${pool}`),
           h('td', {}, ''),
-          h('td', {}, scoreBadge(poolHealth, 'pool-score')),
-          h('td', {}, penaltyList(poolHealth)),
-          h('td', {}, reasonList(poolHealth)),
+          healthCells(poolHealth, 'pool-score'),
         ),
       );
     }
@@ -1109,14 +1076,12 @@ class VsPage {
             stateBadge(state, `server-state-${address}`, detail || 'not reported by any service engine yet'),
             states.length > 1 || Object.keys(perSe).length > 1 ? h('div', { class: 'muted small' }, detail) : null,
           ),
-          h('td', {}, scoreBadge(hx, `server-score-${address}`)),
-          h('td', {}, penaltyList(hx)),
-          h('td', {}, reasonList(hx)),
+          healthCells(hx, `server-score-${address}`),
         ),
       );
     }
     if (addresses.length === 0) {
-      rows.push(h('tr', {}, h('td', { colspan: 5, class: 'empty' }, status ? 'No servers in the pool.' : 'Servers could not be loaded.')));
+      rows.push(emptyRow(5, status ? 'No servers in the pool.' : 'Servers could not be loaded.'));
     }
     replaceChildren(this.serverBody, rows);
   }
@@ -1132,13 +1097,7 @@ class VsPage {
         h('th', { scope: 'row' }, s.name),
         h('td', {}, stateBadge(s.state, `placement-state-${s.name}`)),
         h('td', {}, scoreBadge(info.health, `placement-score-${s.name}`)),
-        h(
-          'td',
-          {},
-          stateBadge(sync, null),
-          h('span', { class: 'muted small' }, ` v${s.acked_version ?? DASH}/${s.config_version ?? DASH}`),
-          s.apply_error ? h('div', { class: 'error-text small' }, s.apply_error) : null,
-        ),
+        syncCell(sync, null, s, s.apply_error ? h('div', { class: 'error-text small' }, s.apply_error) : null),
       );
     });
     // Placed SEs without a row in ses (not expected, but shown).
@@ -1161,27 +1120,11 @@ class VsPage {
   }
 
   renderEvents(events) {
-    if (events && Array.isArray(events.items)) {
-      for (const ev of events.items) {
-        if (this.lastEventId === null || ev.id > this.lastEventId) this.lastEventId = ev.id;
-        this.events.push(ev);
-      }
-      if (events.items.length === 0 && this.lastEventId === null) this.lastEventId = 0;
-      if (this.events.length > 2000) this.events = this.events.slice(-1000);
-    }
-    const mine = this.events.filter((ev) => this.relevant(ev)).slice(-15).reverse();
+    collectEvents(this.events, events, 2000, 1000);
+    const mine = this.events.items.filter((ev) => this.relevant(ev)).slice(-15).reverse();
     fillBody(
       this.eventBody,
-      mine.map((ev) =>
-        h(
-          'tr',
-          { 'data-testid': 'vs-event-row', 'data-type': ev.type, 'data-id': ev.id },
-          h('td', { class: 'time' }, fmtClock(ev.time)),
-          h('td', {}, eventTypeBadge(ev.type)),
-          h('td', {}, eventObject(ev.object)),
-          h('td', {}, ev.message || ''),
-        ),
-      ),
+      mine.map((ev) => eventRow(ev, { 'data-testid': 'vs-event-row', 'data-type': ev.type, 'data-id': ev.id })),
       4,
       'No events for this virtual service yet.',
     );
@@ -1235,28 +1178,7 @@ class EventsPage {
           h('label', { for: 'filter-live', class: 'inline' }, 'Live', this.liveBox),
           this.count,
         ),
-        h(
-          'div',
-          { class: 'table-wrap' },
-          h(
-            'table',
-            { 'data-testid': 'events-table' },
-            h(
-              'thead',
-              {},
-              h(
-                'tr',
-                {},
-                h('th', { scope: 'col' }, 'Time'),
-                h('th', { scope: 'col' }, 'Type'),
-                h('th', { scope: 'col' }, 'Object'),
-                h('th', { scope: 'col' }, 'Message'),
-                h('th', { scope: 'col' }, 'Details'),
-              ),
-            ),
-            this.body,
-          ),
-        ),
+        table('events-table', [...EVENT_COLUMNS, 'Details'], this.body),
       ),
     );
     this.poller = new Poller(() => this.refresh(), POLL_MS).start();
@@ -1277,12 +1199,18 @@ class EventsPage {
     this.filtersChanged();
   }
 
-  filtersChanged() {
-    this.type = this.typeSelect.value;
-    this.object = this.objectInput.value.trim();
+  // The filters as query parameters (of the page's address and of /events).
+  filterQuery() {
     const q = new URLSearchParams();
     if (this.type) q.set('type', this.type);
     if (this.object) q.set('object', this.object);
+    return q;
+  }
+
+  filtersChanged() {
+    this.type = this.typeSelect.value;
+    this.object = this.objectInput.value.trim();
+    const q = this.filterQuery();
     history.replaceState(null, '', `#/events${q.toString() ? `?${q}` : ''}`);
     this.reset();
     this.render();
@@ -1295,9 +1223,7 @@ class EventsPage {
 
   async refresh() {
     if (!this.liveBox.checked && this.lastId !== null) return;
-    const q = new URLSearchParams();
-    if (this.type) q.set('type', this.type);
-    if (this.object) q.set('object', this.object);
+    const q = this.filterQuery();
     if (this.lastId === null) q.set('limit', '200');
     else {
       q.set('since_id', String(this.lastId));
@@ -1307,15 +1233,7 @@ class EventsPage {
     const { get, errors } = batch();
     const answer = await get(`/events?${q}`);
     if (this.stopped || generation !== this.generation) return;
-    if (answer && Array.isArray(answer.items)) {
-      for (const ev of answer.items) {
-        if (this.lastId === null || ev.id > this.lastId) this.lastId = ev.id;
-        this.items.push(ev);
-      }
-      if (this.lastId === null) this.lastId = 0;
-      if (this.items.length > 1000) this.items = this.items.slice(-500);
-      this.render();
-    }
+    if (collectEvents(this, answer, 1000, 500)) this.render(); // this.items and this.lastId
     ui.report(errors);
   }
 
@@ -1325,13 +1243,9 @@ class EventsPage {
     fillBody(
       this.body,
       shown.map((ev) =>
-        h(
-          'tr',
+        eventRow(
+          ev,
           { 'data-testid': 'event-row', 'data-type': ev.type, 'data-object': ev.object, 'data-id': ev.id },
-          h('td', { class: 'time' }, fmtClock(ev.time)),
-          h('td', {}, eventTypeBadge(ev.type)),
-          h('td', {}, eventObject(ev.object)),
-          h('td', {}, ev.message || ''),
           h('td', { class: 'details mono' }, eventDetails(ev.details)),
         ),
       ),
