@@ -7,6 +7,7 @@
 #include <ctime>
 
 #include "config/values.h"
+#include "controller/wall_clock.h"
 
 namespace ballast::controller {
 namespace {
@@ -18,13 +19,6 @@ namespace hs = healthscore;
 
 constexpr int64_t kFlushEveryMs = 10'000;
 
-std::string isoTime(int64_t ms) {
-  std::time_t seconds = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-  gmtime_r(&seconds, &tm);
-  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", tm.tm_year + 1900,
-                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms % 1000);
-}
 
 // "virtual_services/web": how events name objects (docs/api.md).
 std::string eventObject(Kind kind, const std::string& name) {

@@ -15,6 +15,7 @@
 #include "config/values.h"
 #include "controller/placement.h"
 #include "controller/ui_assets.h"
+#include "controller/wall_clock.h"
 
 namespace ballast::controller {
 namespace {
@@ -130,11 +131,6 @@ std::string vsGroup(const Json& vs) {
   return it != vs.end() && it->is_string() ? it->get<std::string>() : "default";
 }
 
-int64_t nowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 // The rest of a path from `from` on, joined again: server names hold a slash.
 std::string joinFrom(const std::vector<std::string>& parts, size_t from) {
@@ -705,10 +701,9 @@ Response Service::vsStatus(const std::string& name) {
 }
 
 Response Service::health(const std::vector<std::string>& p) {
-  static const std::set<std::string> kHealthKinds = {"vs", "pool", "server", "se"};
   std::lock_guard lock(mu_);
   if (p.size() == 1) return json(200, {{"items", monitor_->scores("")}});
-  if (!kHealthKinds.count(p[1])) {
+  if (!analytics::parseKind(p[1])) {
     return error(404, "unknown kind \"" + p[1] + "\" (kinds: vs, pool, server, se)");
   }
   if (p.size() == 2) return json(200, {{"items", monitor_->scores(p[1])}});

@@ -1,5 +1,7 @@
 #include "controller/store.h"
 
+#include "controller/wall_clock.h"
+
 #include <sqlite3.h>
 
 #include <algorithm>
@@ -18,18 +20,6 @@ Json parseStored(const std::string& text) {
   return Json::parse(text, nullptr, /*allow_exceptions=*/false);
 }
 
-std::string nowIso() {
-  auto now = std::chrono::system_clock::now();
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
-  std::time_t seconds = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-  gmtime_r(&seconds, &tm);
-  char buffer[40];
-  std::strftime(buffer, sizeof buffer, "%Y-%m-%dT%H:%M:%S", &tm);
-  char out[48];
-  std::snprintf(out, sizeof out, "%s.%03dZ", buffer, static_cast<int>(ms % 1000));
-  return out;
-}
 
 constexpr int64_t kMaxEvents = 10000;  // older events are dropped
 
@@ -132,7 +122,7 @@ void Store::remove(const std::string& kind, const std::string& name) {
 
 Event Store::addEvent(const std::string& type, const std::string& object,
                       const std::string& message, const Json& details) {
-  const std::string time = nowIso();
+  const std::string time = isoTime(nowMs());
   Statement s(db_, "INSERT INTO events (time, type, object, message, details) VALUES (?,?,?,?,?)");
   s.bind(1, time).bind(2, type).bind(3, object).bind(4, message).bind(5, details.dump());
   s.step();

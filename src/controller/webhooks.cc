@@ -1,5 +1,7 @@
 #include "controller/webhooks.h"
 
+#include "controller/wall_clock.h"
+
 #include <httplib.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -42,18 +44,6 @@ std::string join(const auto& items) {
   return out;
 }
 
-// ISO 8601 UTC with milliseconds, as event times are.
-std::string isoTime(WallClock::time_point when) {
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(when.time_since_epoch()).count();
-  std::time_t seconds = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-  gmtime_r(&seconds, &tm);
-  char date[32];
-  std::strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%S", &tm);
-  char out[48];
-  std::snprintf(out, sizeof out, "%s.%03dZ", date, static_cast<int>(ms % 1000));
-  return out;
-}
 
 // What httplib::Client needs of a target's URL.
 struct WebhookUrl {

@@ -190,9 +190,8 @@ class KillTwoOfThree(HealthTestCase):
                          "health_changed")
         self.assertEqual(event["details"]["band"], changed["details"]["band"])
         # Filtered: only the types asked for.
-        self.assertEqual({e["type"] for _, _, e in receiver.events()},
-                         {"health_changed", "server_down"} & {e["type"] for _, _, e in
-                                                                receiver.events()})
+        self.assertLessEqual({e["type"] for _, _, e in receiver.events()},
+                             {"health_changed", "server_down"})
         code, hook, _ = self.ctlr.api("GET", "/api/v1/webhooks/oncall")
         self.assertEqual(code, 200, hook)
         self.assertGreaterEqual(hook["delivery"]["delivered"], 1, hook)
