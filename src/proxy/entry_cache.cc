@@ -1,17 +1,50 @@
 #include "proxy/entry_cache.h"
 
+#include <sys/mman.h>
+
 #include <cstring>
 #include <functional>
+#include <memory>
+#include <new>
 
 namespace ballast::proxy {
+
+namespace {
+constexpr size_t kHugePage = size_t{2} << 20;
+}
 
 EntryCache::EntryCache(size_t capacity)
     : sets_per_shard_(capacity == 0 ? 0 : (capacity + kShards * kWays - 1) / (kShards * kWays)),
       capacity_(capacity),
-      shards_(std::make_unique<Shard[]>(kShards)) {}
+      shards_(std::make_unique<Shard[]>(kShards)) {
+  if (sets_per_shard_ == 0) return;
+  // Reserved (not committed) with room to start it on a huge page boundary.
+  size_t bytes = kShards * sets_per_shard_ * sizeof(Set);
+  region_size_ = (bytes + kHugePage - 1) / kHugePage * kHugePage;
+  size_t reserve = region_size_ + kHugePage;
+  void* p = mmap(nullptr, reserve, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) throw std::bad_alloc();
+  char* base = static_cast<char*>(p);
+  char* aligned = reinterpret_cast<char*>(
+      (reinterpret_cast<uintptr_t>(base) + kHugePage - 1) / kHugePage * kHugePage);
+  if (aligned > base) munmap(base, static_cast<size_t>(aligned - base));
+  size_t tail = static_cast<size_t>(base + reserve - (aligned + region_size_));
+  if (tail > 0) munmap(aligned + region_size_, tail);
+  region_ = aligned;
+  madvise(region_, region_size_, MADV_HUGEPAGE);  // a hint: fine if huge pages are off
+}
 
-EntryCache::Place EntryCache::place(std::string_view key) const {
-  uint64_t h = std::hash<std::string_view>{}(key);
+EntryCache::~EntryCache() {
+  if (region_ == nullptr) return;
+  for (size_t i = 0; i < kShards; ++i)
+    if (shards_[i].sets != nullptr) std::destroy_n(shards_[i].sets, sets_per_shard_);
+  munmap(region_, region_size_);
+}
+
+uint64_t EntryCache::hash(std::string_view key) { return std::hash<std::string_view>{}(key); }
+
+EntryCache::Place EntryCache::place(uint64_t h) const {
   // Different bits for the shard, the set (multiply-shift onto the set count) and the tag.
   Shard* shard = &shards_[h % kShards];
   size_t set = static_cast<size_t>(((h >> 4) & 0xffffffffu) * sets_per_shard_ >> 32);
@@ -19,23 +52,28 @@ EntryCache::Place EntryCache::place(std::string_view key) const {
   return {shard, set, tag};
 }
 
-void EntryCache::Slot::assign(std::string_view key, std::string_view value) {
+void EntryCache::write(Shard& s, size_t set, int way, std::string_view key,
+                       std::string_view value) {
+  Slot& slot = s.sets[set].slots[way];
+  const uint8_t bit = static_cast<uint8_t>(1u << way);
   size_t n = key.size() + value.size();
-  char* out = bytes;
+  char* out = slot.bytes;
   if (n > kInline) {
-    if (spill_capacity < n) {
-      spill = std::make_unique<char[]>(n);
-      spill_capacity = n;
+    if (!(s.spilled[set] & bit) || slot.spill_capacity < n) {
+      slot.spill = std::make_unique<char[]>(n);
+      slot.spill_capacity = n;
+      s.spilled[set] |= bit;
     }
-    out = spill.get();
-  } else if (spill_capacity > 4 * kInline) {
-    spill.reset();  // a big one-off entry does not pin its block
-    spill_capacity = 0;
+    out = slot.spill.get();
+  } else if ((s.spilled[set] & bit) && slot.spill_capacity > 4 * kInline) {
+    slot.spill.reset();  // a big one-off entry does not pin its block
+    slot.spill_capacity = 0;
+    s.spilled[set] &= static_cast<uint8_t>(~bit);
   }
   std::memcpy(out, key.data(), key.size());
   std::memcpy(out + key.size(), value.data(), value.size());
-  key_len = static_cast<uint32_t>(key.size());
-  value_len = static_cast<uint32_t>(value.size());
+  slot.key_len = static_cast<uint32_t>(key.size());
+  slot.value_len = static_cast<uint32_t>(value.size());
 }
 
 int EntryCache::find(const Shard& s, const Place& p, std::string_view key) {
@@ -46,14 +84,14 @@ int EntryCache::find(const Shard& s, const Place& p, std::string_view key) {
   return -1;
 }
 
-void EntryCache::vacate(Shard& s, Set& set, int way) {
-  set.tag[way] = 0;
+void EntryCache::vacate(Shard& s, const Place& p, int way) {
+  s.sets[p.set].tag[way] = 0;
   --s.entries;
 }
 
-bool EntryCache::lookup(std::string_view key, uint64_t now_ms, Entry* out) {
+bool EntryCache::lookup(std::string_view key, uint64_t hash, uint64_t now_ms, Entry* out) {
   if (capacity_ == 0) return false;
-  Place p = place(key);
+  Place p = place(hash);
   Shard& s = *p.shard;
   std::lock_guard<std::mutex> lock(s.mutex);
   int w = find(s, p, key);
@@ -62,38 +100,45 @@ bool EntryCache::lookup(std::string_view key, uint64_t now_ms, Entry* out) {
     return false;
   }
   Set& set = s.sets[p.set];
-  const Slot& slot = set.slots[w];
-  if (slot.expires_ms <= now_ms) {
-    vacate(s, set, w);
+  if (set.expires_ms[w] <= now_ms) {
+    vacate(s, p, w);
     count(s.misses);
     return false;
   }
+  const Slot& slot = set.slots[w];
   set.used[w] = ++s.clock;
   out->value.assign(slot.value());
-  out->expires_ms = slot.expires_ms;
+  out->expires_ms = set.expires_ms[w];
   out->refreshed_ms = slot.refreshed_ms;
   count(s.hits);
   return true;
 }
 
-void EntryCache::insert(std::string_view key, std::string_view value, uint64_t expires_ms,
-                        uint64_t now_ms) {
+void EntryCache::insert(std::string_view key, uint64_t hash, std::string_view value,
+                        uint64_t expires_ms, uint64_t now_ms) {
   if (capacity_ == 0) return;
-  Place p = place(key);
+  Place p = place(hash);
   Shard& s = *p.shard;
   std::lock_guard<std::mutex> lock(s.mutex);
-  if (!s.sets) s.sets = std::make_unique<Set[]>(sets_per_shard_);
+  if (!s.sets) {
+    Set* sets = reinterpret_cast<Set*>(region_ + (p.shard - shards_.get()) * sets_per_shard_ *
+                                                     sizeof(Set));
+    std::uninitialized_value_construct_n(sets, sets_per_shard_);
+    s.sets = sets;
+    s.spilled = std::make_unique<uint8_t[]>(sets_per_shard_);
+  }
   Set& set = s.sets[p.set];
   int w = find(s, p, key);
   if (w < 0) {
-    // A free slot, else an expired one, else the least recently used (the oldest tick).
+    // A free slot, else an expired one, else the least recently used (the oldest tick): chosen
+    // from the set's head, without reading any slot.
     int expired = -1, oldest = 0;
     for (int i = 0; i < static_cast<int>(kWays); ++i) {
       if (set.tag[i] == 0) {
         w = i;
         break;
       }
-      if (expired < 0 && set.slots[i].expires_ms <= now_ms) expired = i;
+      if (expired < 0 && set.expires_ms[i] <= now_ms) expired = i;
       if (s.clock - set.used[i] > s.clock - set.used[oldest]) oldest = i;
     }
     if (w < 0) {
@@ -103,32 +148,30 @@ void EntryCache::insert(std::string_view key, std::string_view value, uint64_t e
     }
     set.tag[w] = p.tag;
   }
-  Slot& slot = set.slots[w];
-  slot.assign(key, value);
-  slot.expires_ms = expires_ms;
-  slot.refreshed_ms = now_ms;
+  write(s, p.set, w, key, value);
+  set.slots[w].refreshed_ms = now_ms;
+  set.expires_ms[w] = expires_ms;
   set.used[w] = ++s.clock;
 }
 
 void EntryCache::refreshed(std::string_view key, uint64_t expires_ms, uint64_t now_ms) {
   if (capacity_ == 0) return;
-  Place p = place(key);
+  Place p = place(hash(key));
   Shard& s = *p.shard;
   std::lock_guard<std::mutex> lock(s.mutex);
   int w = find(s, p, key);
   if (w < 0) return;
-  Slot& slot = s.sets[p.set].slots[w];
-  slot.expires_ms = expires_ms;
-  slot.refreshed_ms = now_ms;
+  s.sets[p.set].expires_ms[w] = expires_ms;
+  s.sets[p.set].slots[w].refreshed_ms = now_ms;
 }
 
 void EntryCache::invalidate(std::string_view key) {
   if (capacity_ == 0) return;
-  Place p = place(key);
+  Place p = place(hash(key));
   Shard& s = *p.shard;
   std::lock_guard<std::mutex> lock(s.mutex);
   int w = find(s, p, key);
-  if (w >= 0) vacate(s, s.sets[p.set], w);
+  if (w >= 0) vacate(s, p, w);
 }
 
 std::vector<EntryCache::Item> EntryCache::items(uint64_t now_ms) const {
@@ -140,8 +183,9 @@ std::vector<EntryCache::Item> EntryCache::items(uint64_t now_ms) const {
     for (size_t i = 0; i < sets_per_shard_; ++i)
       for (size_t w = 0; w < kWays; ++w) {
         const Slot& slot = s.sets[i].slots[w];
-        if (s.sets[i].tag[w] != 0 && slot.expires_ms > now_ms)
-          out.push_back({std::string(slot.key()), std::string(slot.value()), slot.expires_ms});
+        uint64_t expires_ms = s.sets[i].expires_ms[w];
+        if (s.sets[i].tag[w] != 0 && expires_ms > now_ms)
+          out.push_back({std::string(slot.key()), std::string(slot.value()), expires_ms});
       }
   }
   return out;

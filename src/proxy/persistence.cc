@@ -82,54 +82,87 @@ const lb::Server* PersistenceResolver::fromCache(Service& service, std::string_v
   return s;
 }
 
-void PersistenceResolver::resolve(const std::shared_ptr<Service>& svc, const std::string& key,
+PersistenceResolver::~PersistenceResolver() = default;
+
+PersistenceResolver::Call* PersistenceResolver::acquire() {
+  if (free_ == nullptr) {
+    calls_.push_back(std::make_unique<Call>());
+    return calls_.back().get();
+  }
+  Call* c = free_;
+  free_ = c->next_free;
+  c->next_free = nullptr;
+  return c;
+}
+
+void PersistenceResolver::complete(Call* c, const lb::Server* server) {
+  c->done(server);
+  // Only now: the session's completion may still use the service the call holds.
+  c->done.reset();
+  c->service.reset();
+  c->replacement = nullptr;
+  c->next_free = free_;
+  free_ = c;
+}
+
+void PersistenceResolver::resolve(const std::shared_ptr<Service>& svc, std::string_view key,
                                   bool create, Done done) {
   Service& service = *svc;
   const uint64_t now = loop_.now();
-  const uint64_t ttl = ttlMs(service);
-  if (!store_.available()) return degraded(service, key, create, done);
-  // The callbacks hold the service (and through it the pool and its servers) until they run.
+  if (!store_.available()) return done(degraded(service, key, create));
+  const lb::Server* proposed = nullptr;
+  if (create) {
+    proposed = service.balancer->pick(pickContext(now));
+    if (proposed == nullptr) return done(nullptr);
+  }
+  // The call's record holds the service (and through it the pool and its servers) until the
+  // store answers; the store's callback holds the record.
+  Call* c = acquire();
+  c->service = svc;
+  c->key.assign(key);
+  c->hash = EntryCache::hash(key);
+  c->done = std::move(done);
   if (!create) {
-    store_.get(key, [this, svc, key, done = std::move(done)](const state::Reply& r) {
-      if (!r.ok) return degraded(*svc, key, false, done);
-      fromStore(svc, key, r.value, done);
-    });
+    store_.get(key, [this, c](const state::Reply& r) { got(c, r); });
     return;
   }
-  const lb::Server* proposed = service.balancer->pick(pickContext(now));
-  if (proposed == nullptr) return done(nullptr);
-  store_.getOrCreate(key, proposed->id, std::chrono::milliseconds(ttl),
-                     [this, svc, key, done = std::move(done)](const state::Reply& r) {
-                       if (!r.ok) return degraded(*svc, key, true, done);
-                       if (r.created) {
-                         shared_.cache.insert(key, *r.value, loop_.now() + ttlMs(*svc), loop_.now());
-                         decided(*svc, PersistOutcome::Created);
-                         return done(svc->pool.findServer(*r.value));
-                       }
-                       fromStore(svc, key, r.value, done);
-                     });
+  store_.getOrCreate(key, proposed->id, std::chrono::milliseconds(ttlMs(service)),
+                     [this, c](const state::Reply& r) { created(c, r); });
 }
 
-void PersistenceResolver::fromStore(const std::shared_ptr<Service>& svc, const std::string& key,
-                                    const std::optional<std::string>& id, Done done) {
-  Service& service = *svc;
+void PersistenceResolver::created(Call* c, const state::Reply& r) {
+  Service& service = *c->service;
+  if (!r.ok) return complete(c, degraded(service, c->key, true));
+  if (!r.created) return fromStore(c, r.value);
+  const uint64_t now = loop_.now();
+  shared_.cache.insert(c->key, c->hash, *r.value, now + ttlMs(service), now);
+  decided(service, PersistOutcome::Created);
+  complete(c, service.pool.findServer(*r.value));
+}
+
+void PersistenceResolver::got(Call* c, const state::Reply& r) {
+  if (!r.ok) return complete(c, degraded(*c->service, c->key, false));
+  fromStore(c, r.value);
+}
+
+void PersistenceResolver::fromStore(Call* c, std::optional<std::string_view> id) {
+  Service& service = *c->service;
   const uint64_t now = loop_.now();
   if (!id) {  // app_cookie: a session the store does not know (expired, or never learned)
     decided(service, PersistOutcome::Unknown);
-    return done(nullptr);
+    return complete(c, nullptr);
   }
   const lb::Server* s = service.pool.findServer(*id);
   if (s != nullptr && lb::usable(*s, pickContext(now))) {
-    shared_.cache.insert(key, *id, now + ttlMs(service), now);
+    shared_.cache.insert(c->key, c->hash, *id, now + ttlMs(service), now);
     decided(service, PersistOutcome::Existing);
-    return done(s);
+    return complete(c, s);
   }
-  replace(svc, key, s, *id, std::move(done));
+  replace(c, s, *id);
 }
 
-void PersistenceResolver::replace(const std::shared_ptr<Service>& svc, const std::string& key,
-                                  const lb::Server* gone, const std::string& gone_id, Done done) {
-  Service& service = *svc;
+void PersistenceResolver::replace(Call* c, const lb::Server* gone, std::string_view gone_id) {
+  Service& service = *c->service;
   // The persisted server is down, disabled, draining or no longer in the pool: pick another and
   // replace the entry only if it still names the old one, so that every engine ends up with the
   // first replacement made.
@@ -140,35 +173,40 @@ void PersistenceResolver::replace(const std::shared_ptr<Service>& svc, const std
     ctx.excluded = std::span<const uint32_t>(excluded, 1);
   }
   const lb::Server* replacement = service.balancer->pick(ctx);
-  if (replacement == nullptr) return done(nullptr);
-  store_.compareAndSet(
-      key, gone_id, replacement->id, service.config.persistence.timeout,
-      [this, svc, key, replacement, done](const state::Reply& r) {
-        if (!r.ok) return degraded(*svc, key, true, done);
-        const lb::Server* winner = r.value ? svc->pool.findServer(*r.value) : nullptr;
-        if (winner == nullptr || !lb::usable(*winner, pickContext(loop_.now()))) winner = replacement;
-        shared_.cache.insert(key, winner->id, loop_.now() + ttlMs(*svc), loop_.now());
-        decided(*svc, PersistOutcome::Replaced);
-        done(winner);
-      });
+  if (replacement == nullptr) return complete(c, nullptr);
+  c->replacement = replacement;
+  store_.compareAndSet(c->key, gone_id, replacement->id, service.config.persistence.timeout,
+                       [this, c](const state::Reply& r) { replaced(c, r); });
 }
 
-void PersistenceResolver::degraded(Service& service, const std::string& key, bool create,
-                                   const Done& done) {
+void PersistenceResolver::replaced(Call* c, const state::Reply& r) {
+  Service& service = *c->service;
+  if (!r.ok) return complete(c, degraded(service, c->key, true));
+  const uint64_t now = loop_.now();
+  const lb::Server* winner = r.value ? service.pool.findServer(*r.value) : nullptr;
+  if (winner == nullptr || !lb::usable(*winner, pickContext(now))) winner = c->replacement;
+  shared_.cache.insert(c->key, c->hash, winner->id, now + ttlMs(service), now);
+  decided(service, PersistOutcome::Replaced);
+  complete(c, winner);
+}
+
+// The decision without the store.
+const lb::Server* PersistenceResolver::degraded(Service& service, std::string_view key,
+                                                bool create) {
   if (!create) {  // app_cookie: nothing to agree on without the store
     decided(service, PersistOutcome::Unknown);
-    return done(nullptr);
+    return nullptr;
   }
   // Every engine computes the same server from the key alone.
   lb::PickContext ctx = pickContext(loop_.now());
   ctx.has_hash = true;
   ctx.hash = lb::hashKey(key);
   const lb::Server* s = service.hash_fallback->pick(ctx);
-  if (s == nullptr) return done(nullptr);
+  if (s == nullptr) return nullptr;
   decided(service, PersistOutcome::Degraded);
   shared_.cache.insert(key, s->id, loop_.now() + ttlMs(service), loop_.now());
-  shared_.remember({key, s->id, ttlMs(service)});
-  done(s);
+  shared_.remember({std::string(key), s->id, ttlMs(service)});
+  return s;
 }
 
 void PersistenceResolver::learn(Service& service, const std::string& key, const lb::Server& server) {

@@ -8,13 +8,18 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <new>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "core/event_loop.h"
@@ -67,22 +72,105 @@ class PersistenceShared {
   std::deque<Pending> pending_;
 };
 
+// A move-only callable of signature void(Args...) that holds callables of up to kInline bytes
+// in itself (a session's completion: the session, a liveness token, an exchange id), so that a
+// resolution waiting for the store allocates nothing; larger ones go to the heap.
+template <typename... Args>
+class InlineCallback {
+ public:
+  static constexpr size_t kInline = 48;
+
+  InlineCallback() = default;
+  InlineCallback(std::nullptr_t) {}  // NOLINT: implicit on purpose
+  template <typename F, typename = std::enable_if_t<
+                            !std::is_same_v<std::decay_t<F>, InlineCallback> &&
+                            std::is_invocable_r_v<void, std::decay_t<F>&, Args...>>>
+  InlineCallback(F&& f) {  // NOLINT: implicit on purpose
+    using Fn = std::decay_t<F>;
+    if constexpr (fitsInline<Fn>()) {
+      ::new (static_cast<void*>(storage_)) Fn(std::forward<F>(f));
+      ops_ = &kInlineOps<Fn>;
+    } else {
+      ::new (static_cast<void*>(storage_)) Fn*(new Fn(std::forward<F>(f)));
+      ops_ = &kHeapOps<Fn>;
+    }
+  }
+  InlineCallback(InlineCallback&& o) noexcept { take(o); }
+  InlineCallback& operator=(InlineCallback&& o) noexcept {
+    if (this != &o) {
+      reset();
+      take(o);
+    }
+    return *this;
+  }
+  InlineCallback(const InlineCallback&) = delete;
+  InlineCallback& operator=(const InlineCallback&) = delete;
+  ~InlineCallback() { reset(); }
+
+  explicit operator bool() const { return ops_ != nullptr; }
+  // Not on an empty one.
+  void operator()(Args... args) const { ops_->call(storage_, std::forward<Args>(args)...); }
+  void reset() {
+    if (ops_ != nullptr) ops_->destroy(storage_);
+    ops_ = nullptr;
+  }
+
+ private:
+  struct Ops {
+    void (*call)(void* self, Args&&... args);
+    void (*move)(void* to, void* from);  // constructs at `to`, destroys `from`
+    void (*destroy)(void* self);
+  };
+  template <typename Fn>
+  static constexpr bool fitsInline() {
+    return sizeof(Fn) <= kInline && alignof(Fn) <= alignof(std::max_align_t) &&
+           std::is_nothrow_move_constructible_v<Fn>;
+  }
+  template <typename Fn>
+  static constexpr Ops kInlineOps = {
+      [](void* self, Args&&... args) { (*static_cast<Fn*>(self))(std::forward<Args>(args)...); },
+      [](void* to, void* from) {
+        ::new (to) Fn(std::move(*static_cast<Fn*>(from)));
+        static_cast<Fn*>(from)->~Fn();
+      },
+      [](void* self) { static_cast<Fn*>(self)->~Fn(); }};
+  template <typename Fn>
+  static constexpr Ops kHeapOps = {
+      [](void* self, Args&&... args) { (**static_cast<Fn**>(self))(std::forward<Args>(args)...); },
+      [](void* to, void* from) { ::new (to) Fn*(*static_cast<Fn**>(from)); },
+      [](void* self) { delete *static_cast<Fn**>(self); }};
+
+  void take(InlineCallback& o) {
+    if (o.ops_ == nullptr) return;
+    o.ops_->move(storage_, o.storage_);
+    ops_ = o.ops_;
+    o.ops_ = nullptr;
+  }
+
+  alignas(std::max_align_t) mutable unsigned char storage_[kInline];
+  const Ops* ops_ = nullptr;
+};
+
 // One per worker: resolves keys with that worker's store connection.
 class PersistenceResolver {
  public:
   PersistenceResolver(EventLoop& loop, state::StateStore& store, PersistenceShared& shared)
       : loop_(loop), store_(store), shared_(shared) {}
+  ~PersistenceResolver();
+  PersistenceResolver(const PersistenceResolver&) = delete;
+  PersistenceResolver& operator=(const PersistenceResolver&) = delete;
 
   // The server this engine's cache knows for `key` (a relative store key, "persist:{vs}:{client
   // key}") when it can be used: decided at once, without allocating. nullptr: ask resolve().
   const lb::Server* fromCache(Service& service, std::string_view key);
 
-  using Done = std::function<void(const lb::Server*)>;
+  using Done = InlineCallback<const lb::Server*>;
   // Asks the store for the server of `key` (after fromCache() had none) and calls done(server) on
   // this worker, possibly before returning. With `create`, an unknown key gets the algorithm's
   // pick, stored; without (app_cookie), it gets nullptr and nothing is stored. nullptr also when
   // no server of the pool can be used. A known entry whose server cannot be used is replaced.
-  void resolve(const std::shared_ptr<Service>& service, const std::string& key, bool create,
+  // Allocates nothing in the steady state (the call's record is reused).
+  void resolve(const std::shared_ptr<Service>& service, std::string_view key, bool create,
                Done done);
   // Records that key maps to server (app_cookie: the server issued a session cookie).
   void learn(Service& service, const std::string& key, const lb::Server& server);
@@ -90,17 +178,34 @@ class PersistenceResolver {
   void resync();
 
  private:
-  void fromStore(const std::shared_ptr<Service>& service, const std::string& key,
-                 const std::optional<std::string>& id, Done done);
-  void replace(const std::shared_ptr<Service>& service, const std::string& key,
-               const lb::Server* gone, const std::string& gone_id, Done done);
-  void degraded(Service& service, const std::string& key, bool create, const Done& done);
+  // A resolution waiting for the store (records are reused; the store's callback holds only the
+  // resolver and the record, so it needs no allocation either).
+  struct Call {
+    std::shared_ptr<Service> service;  // holds the pool and its servers until the answer
+    std::string key;
+    uint64_t hash = 0;  // the key's, for the cache
+    Done done;
+    const lb::Server* replacement = nullptr;  // compareAndSet: the server proposed
+    Call* next_free = nullptr;
+  };
+  Call* acquire();
+  // Calls done(server), then recycles the call.
+  void complete(Call* c, const lb::Server* server);
+
+  void created(Call* c, const state::Reply& r);
+  void got(Call* c, const state::Reply& r);
+  void fromStore(Call* c, std::optional<std::string_view> id);
+  void replace(Call* c, const lb::Server* gone, std::string_view gone_id);
+  void replaced(Call* c, const state::Reply& r);
+  const lb::Server* degraded(Service& service, std::string_view key, bool create);
   void decided(Service& service, PersistOutcome outcome);
 
   EventLoop& loop_;
   state::StateStore& store_;
   PersistenceShared& shared_;
   EntryCache::Entry scratch_;  // fromCache()'s copy of an entry (its storage is reused)
+  std::vector<std::unique_ptr<Call>> calls_;  // every record made
+  Call* free_ = nullptr;                      // those not in use
 };
 
 // The key of a client under the service's persistence type ("" when the request has none).

@@ -3,12 +3,16 @@
 // before the call returns, on the calling thread, after the shard's lock is released (so a
 // callback may call the store again).
 //
+// A reply's value is a copy made under the shard's lock, on the calling frame's stack (no
+// allocation for the short values stores hold; a nested call has its own).
+//
 // Expiry: an expired entry is treated as absent by every call and removed when a call meets it;
 // besides, every kSweepEvery-th call on a shard examines the next kSweepBuckets buckets of that
 // shard and removes what expired there (bounded work per call, the whole shard in turn), so
 // entries nobody asks for again do not stay forever.
 #include <array>
 #include <atomic>
+#include <cstring>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -34,6 +38,23 @@ struct KeyHash {
   size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
 };
 
+// Where a reply's value is copied to: inline when short, else on the heap.
+class ValueCopy {
+ public:
+  std::string_view set(std::string_view v) {
+    if (v.size() <= sizeof inline_) {
+      std::memcpy(inline_, v.data(), v.size());
+      return {inline_, v.size()};
+    }
+    heap_.assign(v);
+    return heap_;
+  }
+
+ private:
+  char inline_[128];
+  std::string heap_;
+};
+
 class MemoryMap {
  public:
   struct Entry {
@@ -41,42 +62,43 @@ class MemoryMap {
     uint64_t expires_ms = 0;
   };
 
-  Reply getOrCreate(std::string_view key, std::string_view proposed, Duration ttl) {
+  Reply getOrCreate(std::string_view key, std::string_view proposed, Duration ttl,
+                    ValueCopy& copy) {
     uint64_t now = monotonicMs();
     Shard& s = shard(key);
     std::lock_guard<std::mutex> lock(s.mutex);
     maybeSweep(s, now);
     auto it = s.map.find(key);
     if (it != s.map.end() && it->second.expires_ms > now)
-      return Reply{true, it->second.value, false, false};
+      return Reply{true, copy.set(it->second.value), false, false};
     if (it == s.map.end()) it = s.map.emplace(std::string(key), Entry{}).first;
     it->second.value.assign(proposed);
     it->second.expires_ms = now + ttlMs(ttl);
-    return Reply{true, it->second.value, true, false};
+    return Reply{true, copy.set(it->second.value), true, false};
   }
 
-  Reply get(std::string_view key) {
+  Reply get(std::string_view key, ValueCopy& copy) {
     uint64_t now = monotonicMs();
     Shard& s = shard(key);
     std::lock_guard<std::mutex> lock(s.mutex);
     maybeSweep(s, now);
     auto it = findLive(s, key, now);
     if (it == s.map.end()) return Reply{true, std::nullopt, false, false};
-    return Reply{true, it->second.value, false, false};
+    return Reply{true, copy.set(it->second.value), false, false};
   }
 
   Reply compareAndSet(std::string_view key, std::string_view expected, std::string_view replacement,
-                      Duration ttl) {
+                      Duration ttl, ValueCopy& copy) {
     uint64_t now = monotonicMs();
     Shard& s = shard(key);
     std::lock_guard<std::mutex> lock(s.mutex);
     maybeSweep(s, now);
     auto it = findLive(s, key, now);
     if (it == s.map.end()) return Reply{true, std::nullopt, false, false};
-    if (it->second.value != expected) return Reply{true, it->second.value, false, false};
+    if (it->second.value != expected) return Reply{true, copy.set(it->second.value), false, false};
     it->second.value.assign(replacement);
     it->second.expires_ms = now + ttlMs(ttl);
-    return Reply{true, it->second.value, false, true};
+    return Reply{true, copy.set(it->second.value), false, true};
   }
 
   void touch(std::string_view key, Duration ttl) {
@@ -168,16 +190,19 @@ class MemoryStore final : public StateStore {
 
   void getOrCreate(std::string_view key, std::string_view proposed, Duration ttl,
                    Callback done) override {
-    Reply reply = map_->getOrCreate(key, proposed, ttl);
+    ValueCopy copy;
+    Reply reply = map_->getOrCreate(key, proposed, ttl, copy);
     if (done) done(reply);
   }
   void get(std::string_view key, Callback done) override {
-    Reply reply = map_->get(key);
+    ValueCopy copy;
+    Reply reply = map_->get(key, copy);
     if (done) done(reply);
   }
   void compareAndSet(std::string_view key, std::string_view expected, std::string_view replacement,
                      Duration ttl, Callback done) override {
-    Reply reply = map_->compareAndSet(key, expected, replacement, ttl);
+    ValueCopy copy;
+    Reply reply = map_->compareAndSet(key, expected, replacement, ttl, copy);
     if (done) done(reply);
   }
   void touch(std::string_view key, Duration ttl) override { map_->touch(key, ttl); }

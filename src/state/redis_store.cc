@@ -1,44 +1,47 @@
-// The Redis store: one hiredis asynchronous connection per worker, driven by that worker's event
-// loop; one more connection, on a thread of its own, subscribed to the change channel.
+// The Redis store: one connection per worker, driven by that worker's event loop; one more
+// connection, on a thread of its own, subscribed to the change channel. Both speak RESP through
+// state/resp.h: commands are encoded straight into the connection's output buffer and replies are
+// parsed in place from its input buffer, so a call allocates nothing once the buffers and the
+// FIFO of calls in flight have grown to their working size. (hiredis is used only by inspect(),
+// a blocking call of the admin thread.)
 //
 // Connection life (Connection): connect (connect_timeout covers the TCP connect and the
 // handshake: AUTH with the password, else PING; the connection is usable only once Redis answered
-// it) -> ready -> lost (read error, EOF, a command timeout, a failed handshake) -> back off
-// (100 ms doubling to 5 s, jittered) -> connect again. While not ready, calls complete at once with
-// ok=false. Commands are written as they come: hiredis appends them to its output buffer and the
-// buffer is written once per batch of events (EventLoop::callSoon); replies are matched in order.
+// it) -> ready -> lost (read error, EOF, a command timeout, a failed handshake, a reply that is not
+// RESP) -> back off (100 ms doubling to 5 s, jittered) -> connect again. While not ready, calls
+// complete at once with ok=false.
 //
-// Timeouts: every command in flight is on a FIFO with its deadline (issue time + command_timeout;
-// Redis answers in order, so the oldest is the first to expire). One timer watches the oldest.
-// When it expires, the expired commands complete with ok=false (counted as timeouts) and the
-// connection, now suspect, is dropped: every other command in flight completes with ok=false, and
-// the connection is re-established after the back-off.
+// I/O: the socket is registered once per connection, edge-triggered. Commands issued during a
+// batch of events are appended to the output buffer and written with one send() after the batch
+// (EventLoop::callSoon), with one batch in flight: while Redis has not answered everything written
+// so far, new commands wait in the buffer, and all that waited leave with one send() when the last
+// answer is in (Redis answers in order, so a waiting command loses at most the transit of one
+// answer and one command; under load the batches grow with the load, and both sides make fewer,
+// larger writes and reads). A short write waits for EPOLLOUT. Input is read until a short read (the
+// socket is empty then) and every complete reply in it is handled before the next read. Replies
+// are matched in order with the FIFO of calls in flight (a ring of records that are reused: their
+// callbacks, and the strings kept for a call, keep their storage).
+//
+// Timeouts: every command in flight has its deadline (issue time + command_timeout; Redis answers
+// in order, so the oldest is the first to expire). One timer watches the oldest. When it expires,
+// the expired commands complete with ok=false (counted as timeouts) and the connection, now
+// suspect, is dropped: every other command in flight completes with ok=false, and the connection
+// is re-established after the back-off.
 //
 // Callbacks: each call's callback runs exactly once, on the worker's thread: with the reply, or
-// with ok=false (not connected, timeout, connection lost, error reply). Destroying a store discards
+// with ok=false (not connected, timeout, connection lost, error reply). A reply's value points
+// into the connection's buffers and is valid during the callback only. Destroying a store discards
 // the callbacks of its calls still in flight WITHOUT calling them (the objects they point at may
 // already be gone when an engine shuts down). A store must not be destroyed from inside one of its
-// own callbacks.
-//
-// hiredis 0.14 notes (the parts this file relies on):
-// - every callback given with a command is called exactly once: with the reply, or with NULL when
-//   the context is freed (redisAsyncFree, or a read/write error, or a failed connect);
-// - the ev.cleanup hook is called while the context is being freed, after those NULL callbacks;
-// - redisAsyncFree from inside a reply callback is deferred until the callback returns; it must
-//   never be called from the connect callback (the context would be used after it is freed), so
-//   this file only calls it from timers, reply callbacks and destructors.
-//
-// The loop's registrations: while connecting, and while a write is blocked (the socket's buffer is
-// full), the socket is registered edge-triggered for reading and writing (addConnection), and reads
-// are drained; otherwise it is registered level-triggered for reading only (addReader), and writes
-// are flushed from callSoon.
-#include <hiredis/async.h>
+// own callbacks (if it is, the connection stops touching itself at once, but that is all).
 #include <hiredis/hiredis.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <spdlog/spdlog.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -52,6 +55,7 @@
 #include <vector>
 
 #include "state/redis_scripts.h"
+#include "state/resp.h"
 #include "state/state_store.h"
 
 namespace ballast::state {
@@ -60,9 +64,15 @@ namespace {
 using namespace std::chrono_literals;
 
 constexpr size_t kMaxInFlight = size_t{1} << 16;  // per worker: beyond, calls fail at once
-constexpr size_t kPendingPool = 256;              // recycled call records per connection
+constexpr size_t kInitialRing = 64;               // calls in flight before the FIFO grows
+constexpr size_t kReadChunk = 16384;              // at least this much room for each read
+constexpr size_t kKeepBuffer = size_t{1} << 20;   // buffers above this are freed when empty
 constexpr uint64_t kNoDeadline = UINT64_MAX;
 constexpr uint64_t kErrorLogIntervalMs = 10000;  // error replies: one log line per interval
+// TCP keep-alive, as hiredis set it: probes after 15 s idle, every 5 s, 3 of them.
+constexpr int kKeepAliveIdle = 15;
+constexpr int kKeepAliveInterval = 5;
+constexpr int kKeepAliveCount = 3;
 
 uint64_t ttlMs(Duration ttl) { return ttl.count() < 1 ? 1 : static_cast<uint64_t>(ttl.count()); }
 
@@ -74,13 +84,17 @@ timeval toTimeval(Duration d) {
   return tv;
 }
 
+std::string errnoText(int err) { return std::strerror(err); }
+
 // Counters of one connection (relaxed atomics: written by its thread, summed by status()).
 struct alignas(64) Counters {
   std::atomic<uint64_t> round_trips{0};
   std::atomic<uint64_t> errors{0};
   std::atomic<uint64_t> timeouts{0};
   std::atomic<uint64_t> reconnects{0};
-  void add(std::atomic<uint64_t>& c) { c.fetch_add(1, std::memory_order_relaxed); }
+  void add(std::atomic<uint64_t>& c) {
+    c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);  // one writer
+  }
 };
 
 // What every connection of one backend shares.
@@ -94,9 +108,8 @@ struct Shared {
     connect_host = resolve(settings.host);
   }
 
-  // hiredis resolves names with getaddrinfo on every connect: do it once here (on the engine's
-  // thread, at start-up) so that workers never block on DNS. A name that does not resolve now is
-  // kept (and resolved by hiredis at each attempt).
+  // Resolve the name once here (on the engine's thread, at start-up) so that workers never block
+  // on DNS. A name that does not resolve now is kept (and resolved at each attempt).
   static std::string resolve(const std::string& host) {
     addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
@@ -116,6 +129,36 @@ struct Shared {
       out = buf;
     freeaddrinfo(res);
     return out;
+  }
+
+  // The address to connect to (numeric: no DNS; a name that did not resolve at start: resolved
+  // now, as a blocking call, like any client library would).
+  bool target(sockaddr_storage* addr, socklen_t* len, std::string* error) const {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+    addrinfo* res = nullptr;
+    std::string port = std::to_string(settings.port);
+    int rc = getaddrinfo(connect_host.c_str(), port.c_str(), &hints, &res);
+    if (rc == EAI_NONAME) {
+      hints.ai_flags = AI_NUMERICSERV;
+      rc = getaddrinfo(connect_host.c_str(), port.c_str(), &hints, &res);
+    }
+    if (rc != 0 || res == nullptr) {
+      *error = std::string("cannot resolve ") + connect_host + ": " + gai_strerror(rc);
+      return false;
+    }
+    const addrinfo* pick = res;
+    for (const addrinfo* ai = res; ai != nullptr; ai = ai->ai_next)
+      if (ai->ai_family == AF_INET) {
+        pick = ai;
+        break;
+      }
+    std::memcpy(addr, pick->ai_addr, pick->ai_addrlen);
+    *len = pick->ai_addrlen;
+    freeaddrinfo(res);
+    return true;
   }
 
   // A worker connection became ready. After an outage, when every worker's connection is up
@@ -190,107 +233,105 @@ enum class Op : uint8_t {
   kErase
 };
 
-class Connection;
-
-// One command in flight. hiredis holds it (as the callback's privdata) from the moment the command
-// is queued until it calls the callback; it is on its connection's FIFO for that whole time.
+// One command in flight (a slot of the FIFO; slots are reused, with their strings' storage).
 struct Pending {
-  Connection* conn = nullptr;  // nullptr: the connection is gone; only free the record
-  Pending* prev = nullptr;
-  Pending* next = nullptr;
+  Callback done;
   uint64_t deadline = kNoDeadline;
   Op op = Op::kGet;
-  bool finished = false;  // the callback ran (timed out) or will never run
-  bool evalsha = false;   // sent as EVALSHA: on NOSCRIPT, sent again as EVAL
+  bool finished = false;    // the callback ran (timed out)
+  bool evalsha = false;     // sent as EVALSHA: on NOSCRIPT, sent again as EVAL
+  std::string proposed;     // getOrCreate: the value if created
+  std::string script_args;  // scripts: their key and arguments, encoded (for the EVAL retry)
+};
+
+// The calls in flight, oldest first: a ring that doubles when full (up to kMaxInFlight).
+class PendingRing {
+ public:
+  PendingRing() : slots_(kInitialRing) {}
+  size_t size() const { return count_; }
+  bool empty() const { return count_ == 0; }
+  Pending& front() { return slots_[head_]; }
+  Pending& at(size_t i) { return slots_[(head_ + i) & (slots_.size() - 1)]; }
+  Pending& push() {
+    if (count_ == slots_.size()) grow();
+    Pending& p = slots_[(head_ + count_) & (slots_.size() - 1)];
+    ++count_;
+    p.deadline = kNoDeadline;
+    p.finished = false;
+    p.evalsha = false;
+    return p;
+  }
+  void pop() {
+    slots_[head_].done = nullptr;
+    head_ = (head_ + 1) & (slots_.size() - 1);
+    --count_;
+  }
+  // Forgets every call, without calling anything (their callbacks are destroyed).
+  void clear() {
+    while (!empty()) pop();
+    head_ = 0;
+  }
+
+ private:
+  void grow() {
+    std::vector<Pending> bigger(slots_.size() * 2);
+    for (size_t i = 0; i < count_; ++i) {
+      Pending& from = at(i);
+      Pending& to = bigger[i];
+      to.done = std::move(from.done);
+      to.deadline = from.deadline;
+      to.op = from.op;
+      to.finished = from.finished;
+      to.evalsha = from.evalsha;
+      to.proposed.swap(from.proposed);
+      to.script_args.swap(from.script_args);
+    }
+    slots_.swap(bigger);
+    head_ = 0;
+  }
+
+  std::vector<Pending> slots_;  // a power of two
+  size_t head_ = 0;
+  size_t count_ = 0;
+};
+
+// What a reply's handler gets of the call it answers (taken off the FIFO first, so that the
+// handler may issue calls).
+struct Answered {
   Callback done;
-  std::string proposed;                  // getOrCreate: the value if created
-  std::vector<std::string> script_args;  // scripts: key, then ARGV (for the EVAL retry)
+  Op op = Op::kGet;
+  bool finished = false;
+  bool evalsha = false;
 };
 
 const Reply kFailed{};
 
-// The registration of one hiredis context with the loop (a new one per connection attempt). It
-// outlives its context until the end of the batch of events (deferDelete), since an event of the
-// same batch may still name it.
-class Link final : public IoHandler, public Deferred {
+class Connection;
+
+// The registration of one socket with the loop (a new one per connection attempt). It outlives
+// its socket until the end of the batch of events (deferDelete), since an event of the same batch
+// may still name it.
+class Socket final : public IoHandler, public Deferred {
  public:
-  Link(EventLoop& loop, Connection* owner, redisAsyncContext* ac)
-      : loop_(loop), owner_(owner), ac_(ac), fd_(ac->c.fd) {
-    loop_.addConnection(fd_,
-                        this);  // edge-triggered until connected (may throw: hooks not set yet)
-    ac->data = this;
-    ac->ev.data = this;
-    ac->ev.addRead = &Link::hookNoop;
-    ac->ev.delRead = &Link::hookNoop;
-    ac->ev.addWrite = &Link::hookAddWrite;
-    ac->ev.delWrite = &Link::hookDelWrite;
-    ac->ev.cleanup = &Link::hookCleanup;
+  Socket(EventLoop& loop, Connection* owner, int fd) : loop_(loop), owner_(owner), fd_(fd) {
+    loop_.addConnection(fd_, this);  // may throw: the caller closes fd
   }
-
-  redisAsyncContext* context() const { return ac_; }
-  void orphan() { owner_ = nullptr; }
-
-  void onIoEvents(uint32_t events) override {
-    if (ac_ == nullptr) return;  // a stale event: the context is gone
-    if (events == 0) {           // callSoon: flush what the batch queued
-      if (!edge_ && want_write_) write();
-      return;
-    }
-    if (events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) {
-      read();
-      if (ac_ == nullptr) return;
-    }
-    if ((events & EPOLLOUT) && edge_) write();
+  int fd() const { return fd_; }
+  void onIoEvents(uint32_t events) override;
+  // Closes the socket; the object goes after this batch of events.
+  void close() {
+    owner_ = nullptr;
+    loop_.remove(fd_);
+    loop_.cancelSoon(this);
+    ::close(fd_);
+    fd_ = -1;
+    loop_.deferDelete(std::unique_ptr<Deferred>(this));
   }
 
  private:
-  friend class Connection;
-  static void hookNoop(void*) {}
-  static void hookAddWrite(void* data) {
-    auto* self = static_cast<Link*>(data);
-    self->want_write_ = true;
-    // Connected and level-triggered: write after this batch of events (one write for all the
-    // commands queued meanwhile). Otherwise the write waits for an EPOLLOUT edge.
-    if (!self->writing_ && !self->edge_) self->loop_.callSoon(self);
-  }
-  static void hookDelWrite(void* data) { static_cast<Link*>(data)->want_write_ = false; }
-  static void hookCleanup(void* data);
-
-  void read() {
-    redisAsyncHandleRead(ac_);
-    if (!edge_) return;  // level-triggered: the loop reports what is left
-    // Edge-triggered: drain (hiredis reads at most 16 KiB at a time).
-    while (ac_ != nullptr) {
-      int available = 0;
-      if (ioctl(fd_, FIONREAD, &available) != 0 || available <= 0) break;
-      redisAsyncHandleRead(ac_);
-    }
-  }
-
-  void write() {
-    writing_ = true;
-    redisAsyncHandleWrite(ac_);  // completes the connect first when needed
-    writing_ = false;
-    if (ac_ == nullptr || !(ac_->c.flags & REDIS_CONNECTED)) return;
-    if (want_write_ && !edge_) {
-      // The socket's buffer is full: wait for it to drain.
-      loop_.remove(fd_);
-      loop_.addConnection(fd_, this);
-      edge_ = true;
-    } else if (!want_write_ && edge_) {
-      loop_.remove(fd_);
-      loop_.addReader(fd_, this);
-      edge_ = false;
-    }
-  }
-
   EventLoop& loop_;
   Connection* owner_;
-  redisAsyncContext* ac_;  // nullptr once hiredis freed it
   int fd_;
-  bool edge_ = true;  // registered with addConnection (else addReader)
-  bool want_write_ = false;
-  bool writing_ = false;  // inside redisAsyncHandleWrite
 };
 
 // One connection to Redis on one loop, re-established after losses; the base of the worker store
@@ -307,7 +348,7 @@ class Connection : public TimerHandler {
 
   ~Connection() override {
     shutdown();
-    for (Pending* p : pool_) delete p;
+    if (guard_ != nullptr) *guard_ = true;
   }
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -319,111 +360,65 @@ class Connection : public TimerHandler {
   bool ready() const { return state_ == State::kReady; }
 
  protected:
-  bool linkReady() const { return link_ready_; }
-  size_t inFlight() const { return in_flight_; }
+  friend class Socket;
   enum class State { kIdle, kConnecting, kReady, kDropping, kBackoff, kClosed };
 
   // Hooks for the derived classes (never called once shutdown() began).
   virtual void onReady() {}
   virtual void onDown(bool /*was_ready*/, const std::string& /*why*/) {}
-  // A reply (nullptr: none will come) to one of the derived class's commands. Returns true if it
-  // took the record over (sent it again, or released it); false: the caller releases it.
-  virtual bool onReply(Pending*, redisReply*) { return false; }
+  // The answer to one of the derived class's calls; reply nullptr: none will come (the
+  // connection is lost). Called with the call off the FIFO; scratchValue() and scratchArgs() hold
+  // what the call kept (its proposed value, its script arguments).
+  virtual void onReply(Answered&, const resp::Value* /*reply*/) {}
+  // A reply no call waits for (pub/sub messages). false: the connection is confused; drop it.
+  virtual bool onUnsolicited(const resp::Value&) { return false; }
 
-  // Frees the context; the callbacks of the calls in flight are discarded uncalled. Idempotent;
-  // derived classes call it first thing in their destructors.
+  // Closes the connection; the callbacks of the calls in flight are discarded uncalled.
+  // Idempotent; derived classes call it first thing in their destructors.
   void shutdown() {
     if (state_ == State::kClosed) return;
     state_ = State::kClosed;
-    for (Pending* p = head_; p != nullptr; p = p->next) {
-      p->finished = true;
-      p->done = nullptr;
-    }
-    if (link_ == nullptr) return;
-    redisAsyncContext* ac = link_->context();
-    if (ac->c.flags & REDIS_IN_CALLBACK) {
-      // Destroyed from inside a callback (not supported, but do not crash): hiredis frees the
-      // context when the callback returns, after this object is gone. Cut every tie to it.
-      for (Pending* p = head_; p != nullptr; p = p->next) p->conn = nullptr;
-      head_ = tail_ = nullptr;
-      link_->orphan();
-      link_ = nullptr;
-      redisAsyncFree(ac);
-      return;
-    }
-    redisAsyncFree(ac);  // NULL replies to every command in flight, then hookCleanup
+    closeSocket();
+    ring_.clear();
   }
 
-  Pending* acquire() {
-    if (pool_.empty()) return new Pending;
-    Pending* p = pool_.back();
-    pool_.pop_back();
+  size_t inFlight() const { return ring_.size(); }
+  bool linkReady() const { return link_ready_; }
+
+  // A record for a command about to be appended to output(); the caller checked ready() and
+  // inFlight().
+  Pending& push(Op op, uint64_t deadline) {
+    Pending& p = ring_.push();
+    ++unsent_;
+    p.op = op;
+    p.deadline = deadline;
+    if (deadline != kNoDeadline && !command_timer_.armed()) command_timer_.armAt(deadline);
     return p;
   }
-  void release(Pending* p) {
-    if (pool_.size() >= kPendingPool) {
-      delete p;
-      return;
+  resp::ByteQueue& output() { return out_; }
+  // Writes the output after this batch of events.
+  void flushSoon() {
+    if (!flush_soon_ && socket_ != nullptr) {
+      flush_soon_ = true;
+      loop_.callSoon(socket_);
     }
-    p->conn = nullptr;
-    p->prev = p->next = nullptr;
-    p->deadline = kNoDeadline;
-    p->finished = false;
-    p->evalsha = false;
-    p->done = nullptr;
-    p->proposed.clear();
-    p->script_args.clear();
-    pool_.push_back(p);
-  }
-
-  // Queues a command; false if it could not be (then p is still the caller's).
-  bool send(Pending* p, int argc, const char** argv, const size_t* lens, uint64_t deadline) {
-    if (link_ == nullptr || in_flight_ >= kMaxInFlight) return false;
-    if (redisAsyncCommandArgv(link_->context(), &Connection::replyCallback, p, argc, argv, lens) !=
-        REDIS_OK)
-      return false;
-    p->conn = this;
-    p->deadline = deadline;
-    p->prev = tail_;
-    p->next = nullptr;
-    if (tail_ != nullptr) {
-      tail_->next = p;
-    } else {
-      head_ = p;
-    }
-    tail_ = p;
-    ++in_flight_;
-    if (deadline != kNoDeadline && !command_timer_.armed()) command_timer_.armAt(deadline);
-    return true;
   }
   uint64_t commandDeadline() const {
     return loop_.now() +
            static_cast<uint64_t>(std::max<int64_t>(shared_->settings.command_timeout.count(), 1));
   }
-
-  // Runs the call's callback (once).
-  static void finish(Pending* p, const Reply& reply) {
-    p->finished = true;
-    if (p->done) {
-      p->done(reply);
-      p->done = nullptr;
-    }
-  }
-
-  // The connection stops being usable: calls fail at once from now on.
-  void markDropping() {
-    if (state_ == State::kReady || state_ == State::kConnecting) state_ = State::kDropping;
-  }
-
-  redisAsyncContext* context() const { return link_ != nullptr ? link_->context() : nullptr; }
-
+  const resp::Parser& parser() const { return parser_; }
+  std::string& scratchValue() { return scratch_value_; }
+  std::string& scratchArgs() { return scratch_args_; }
   // Error replies are logged at most once per kErrorLogIntervalMs.
-  void logErrorReply(const redisReply* r) {
+  void logErrorReply(std::string_view text) {
     uint64_t now = loop_.now();
     if (last_error_log_ms_ != 0 && now - last_error_log_ms_ < kErrorLogIntervalMs) return;
     last_error_log_ms_ = now;
-    spdlog::warn("redis {} {}: error reply: {}", shared_->address, name_,
-                 std::string_view(r->str, r->len));
+    spdlog::warn("redis {} {}: error reply: {}", shared_->address, name_, text);
+  }
+  static void finish(Answered& a, const Reply& reply) {
+    if (a.done) a.done(reply);
   }
 
   EventLoop& loop_;
@@ -435,75 +430,99 @@ class Connection : public TimerHandler {
   bool auth_failed_ = false;   // the last handshake was refused (logged once per backend)
 
  private:
-  friend class Link;
   enum TimerTag { kConnectTimer, kCommandTimer, kBackoffTimer };
+
+  // Set while a callback may run: tells the caller that the connection was destroyed meanwhile
+  // (nested guards pass it on outwards).
+  class Guard {
+   public:
+    explicit Guard(Connection* c) : c_(c), outer_(c->guard_) { c->guard_ = &gone; }
+    ~Guard() {
+      if (!gone) {
+        c_->guard_ = outer_;
+      } else if (outer_ != nullptr) {
+        *outer_ = true;
+      }
+    }
+    Guard(const Guard&) = delete;
+    Guard& operator=(const Guard&) = delete;
+    bool gone = false;
+
+   private:
+    Connection* c_;
+    bool* outer_;
+  };
 
   void connect() {
     state_ = State::kConnecting;
     auth_failed_ = false;
-    redisAsyncContext* ac =
-        redisAsyncConnect(shared_->connect_host.c_str(), shared_->settings.port);
-    if (ac == nullptr || ac->err) {
-      std::string why = ac != nullptr ? ac->errstr : "out of memory";
-      if (ac != nullptr) redisAsyncFree(ac);
-      down(false, why);
-      return;
+    sockaddr_storage addr{};
+    socklen_t len = 0;
+    std::string error;
+    if (!shared_->target(&addr, &len, &error)) return down(false, error);
+    int fd = ::socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return down(false, errnoText(errno));
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    int rc = ::connect(fd, reinterpret_cast<const sockaddr*>(&addr), len);
+    if (rc != 0 && errno != EINPROGRESS) {
+      int err = errno;
+      ::close(fd);
+      return down(false, errnoText(err));
     }
     try {
-      link_ = new Link(loop_, this, ac);
+      socket_ = new Socket(loop_, this, fd);
     } catch (const std::exception& e) {
-      redisAsyncFree(ac);
-      down(false, e.what());
-      return;
+      ::close(fd);
+      return down(false, e.what());
     }
-    redisAsyncSetConnectCallback(ac, &Connection::connectCallback);
+    may_write_ = false;
+    tcp_connected_ = false;
     connect_timer_.armAfter(
         static_cast<uint64_t>(std::max<int64_t>(shared_->settings.connect_timeout.count(), 1)));
+    if (rc == 0) connected();
   }
 
-  static void connectCallback(const redisAsyncContext* ac, int status) {
-    auto* link = static_cast<Link*>(ac->data);
-    if (link->owner_ == nullptr) return;
-    Connection* self = link->owner_;
-    if (status != REDIS_OK) {
-      self->drop_reason_ = ac->errstr;  // hiredis frees the context next (-> hookCleanup)
-      return;
-    }
-    redisEnableKeepAlive(const_cast<redisContext*>(&ac->c));
-    self->sendHandshake();
+  // The TCP connect finished (or failed).
+  void connected() {
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(socket_->fd(), SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+    if (err != 0) return drop(errnoText(err));
+    tcp_connected_ = true;
+    may_write_ = true;
+    int fd = socket_->fd();
+    int on = 1, idle = kKeepAliveIdle, interval = kKeepAliveInterval, count = kKeepAliveCount;
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
+    sendHandshake();
+    flush();
   }
 
   // AUTH (or PING): the connection is ready only once Redis answered. Within connect_timeout.
   void sendHandshake() {
-    Pending* p = acquire();
-    p->op = Op::kHandshake;
+    push(Op::kHandshake, kNoDeadline);
     const std::string& password = shared_->settings.password;
-    const char* argv[2] = {"AUTH", password.data()};
-    size_t lens[2] = {4, password.size()};
     if (password.empty()) {
-      argv[0] = "PING";
-      lens[0] = 4;
-    }
-    if (!send(p, password.empty() ? 1 : 2, argv, lens, kNoDeadline)) {
-      release(p);
-      return;
+      resp::appendCommand(out_, {"PING"});
+    } else {
+      resp::appendCommand(out_, {"AUTH", password});
     }
     if (!load_scripts_) return;
     // Pipelined behind the handshake, so ahead of every EVALSHA on this connection: EVALSHA finds
     // the scripts (NOSCRIPT only after a SCRIPT FLUSH during the connection).
     for (std::string_view script : {scripts::kCompareAndSet, scripts::kErase}) {
-      Pending* load = acquire();
-      load->op = Op::kScriptLoad;
-      const char* load_argv[3] = {"SCRIPT", "LOAD", script.data()};
-      size_t load_lens[3] = {6, 4, script.size()};
-      if (!send(load, 3, load_argv, load_lens, kNoDeadline)) release(load);
+      push(Op::kScriptLoad, kNoDeadline);
+      resp::appendCommand(out_, {"SCRIPT", "LOAD", script});
     }
   }
 
-  void handshakeReply(redisReply* r) {
-    if (r == nullptr || state_ != State::kConnecting) return;
-    if (r->type == REDIS_REPLY_ERROR) {
-      std::string msg(r->str, r->len);
+  void handshakeReply(const resp::Value& r) {
+    if (state_ != State::kConnecting) return;
+    if (r.type == resp::Type::Error) {
+      std::string msg(r.str);
       bool auth = msg.find("AUTH") != std::string::npos ||
                   msg.find("WRONGPASS") != std::string::npos ||
                   msg.find("password") != std::string::npos;
@@ -513,9 +532,7 @@ class Connection : public TimerHandler {
           spdlog::error("redis {}: authentication failed ({}); the store stays unavailable",
                         shared_->address, msg);
       }
-      drop_reason_ = msg;
-      dropLink();  // inside a reply callback: hiredis frees the context when it returns
-      return;
+      return drop(msg);
     }
     becomeReady();
   }
@@ -533,76 +550,155 @@ class Connection : public TimerHandler {
     onReady();
   }
 
-  // Frees the context (at once, or when the current reply callback returns).
-  void dropLink() {
-    markDropping();
-    if (link_ != nullptr) redisAsyncFree(link_->context());
+  // From the socket.
+  void onSocketEvents(uint32_t events) {
+    if (events == 0) {  // callSoon: write what the batch queued
+      flush_soon_ = false;
+      // One batch in flight: while Redis has not answered all that was written, what is queued
+      // waits for those answers (and goes with what comes meanwhile).
+      if (may_write_ && ring_.size() <= unsent_) flush();
+      return;
+    }
+    if (!tcp_connected_) {
+      if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
+      connected();
+      if (socket_ == nullptr || !tcp_connected_) return;
+    } else if ((events & EPOLLOUT) && !may_write_) {
+      may_write_ = true;  // a write was blocked: go on with it now
+      flush();
+      if (socket_ == nullptr) return;
+    }
+    if (events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) read();
   }
 
-  static void replyCallback(redisAsyncContext*, void* reply, void* privdata) {
-    auto* p = static_cast<Pending*>(privdata);
-    auto* r = static_cast<redisReply*>(reply);
-    Connection* self = p->conn;
-    if (self == nullptr) {  // its connection was destroyed
-      delete p;
-      return;
+  void flush() {
+    while (!out_.empty()) {
+      ssize_t n = ::send(socket_->fd(), out_.data(), out_.size(), MSG_NOSIGNAL);
+      if (n > 0) {
+        size_t sent = static_cast<size_t>(n);
+        bool all = sent == out_.size();
+        out_.consume(sent);
+        if (all) {
+          unsent_ = 0;
+          break;
+        }
+        may_write_ = false;  // edge-triggered: a short write means the socket's buffer is full
+        return;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        may_write_ = false;
+        return;
+      }
+      return drop(errnoText(n < 0 ? errno : EPIPE));
     }
-    self->unlink(p);
-    if (r != nullptr && p->op != Op::kHandshake && p->op != Op::kScriptLoad)
-      self->counters_->add(self->counters_->round_trips);
-    if (self->state_ == State::kClosed || p->finished) {
-      self->release(p);
-      return;
-    }
-    if (r == nullptr) {  // the connection is going away
-      self->counters_->add(self->counters_->errors);
-      self->markDropping();
-    }
-    if (p->op == Op::kHandshake) {
-      self->handshakeReply(r);
-      self->release(p);
-      return;
-    }
-    if (p->op == Op::kScriptLoad) {  // a failure costs a NOSCRIPT round trip later, no more
-      if (r != nullptr && r->type == REDIS_REPLY_ERROR && self->state_ == State::kReady)
-        self->logErrorReply(r);
-      self->release(p);
-      return;
-    }
-    if (!self->onReply(p, r)) self->release(p);
+    out_.shrinkIfEmpty(kKeepBuffer);
   }
 
-  void unlink(Pending* p) {
-    if (p->prev != nullptr) {
-      p->prev->next = p->next;
-    } else {
-      head_ = p->next;
+  void read() {
+    Guard guard(this);
+    for (;;) {
+      char* at = in_.reserve(kReadChunk);
+      size_t room = in_.writable();
+      ssize_t n = ::read(socket_->fd(), at, room);
+      if (n > 0) {
+        in_.commit(static_cast<size_t>(n));
+        if (!handleInput(guard)) return;
+        if (static_cast<size_t>(n) < room) break;  // edge-triggered: the socket is empty
+        continue;
+      }
+      if (n == 0) return drop("connection closed by the server");
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      return drop(errnoText(errno));
     }
-    if (p->next != nullptr) {
-      p->next->prev = p->prev;
-    } else {
-      tail_ = p->prev;
-    }
-    p->prev = p->next = nullptr;
-    --in_flight_;
+    in_.shrinkIfEmpty(kKeepBuffer);
+    // The batch in flight is answered: write what waited for it.
+    if (unsent_ > 0 && ring_.size() <= unsent_) flushSoon();
   }
 
-  // From Link::hookCleanup: hiredis is freeing the context (every command in flight was answered
-  // with NULL already).
-  void linkClosed(Link* link) {
-    if (link != link_) return;
-    link_ = nullptr;
-    connect_timer_.cancel();
-    command_timer_.cancel();
+  // Handles every complete reply in the input. false: the connection was dropped (or destroyed).
+  bool handleInput(Guard& guard) {
+    while (!in_.empty()) {
+      size_t used = 0;
+      resp::Parser::Status st = parser_.parse(std::string_view(in_.data(), in_.size()), &used);
+      if (st == resp::Parser::Status::Incomplete) return true;
+      if (st == resp::Parser::Status::Invalid) {
+        drop("a reply that is not RESP");
+        return false;
+      }
+      dispatch(parser_.root());  // the reply's bytes stay in place until it is handled
+      if (guard.gone || socket_ == nullptr) return false;
+      in_.consume(used);
+    }
+    return true;
+  }
+
+  void dispatch(const resp::Value& r) {
+    if (ring_.empty()) {
+      if (!onUnsolicited(r)) drop("a reply to no command");
+      return;
+    }
+    Answered a;
+    take(&a);
+    if (a.op == Op::kHandshake) return handshakeReply(r);
+    if (a.op == Op::kScriptLoad) {  // a failure costs a NOSCRIPT round trip later, no more
+      if (r.type == resp::Type::Error && state_ == State::kReady) logErrorReply(r.str);
+      return;
+    }
+    counters_->add(counters_->round_trips);
+    if (a.finished) return;  // timed out already (the connection is being dropped)
+    onReply(a, &r);
+  }
+
+  // Takes the oldest call off the FIFO: its callback and flags into *a, the strings it kept into
+  // the scratch strings (whose storage goes to the slot in exchange).
+  void take(Answered* a) {
+    Pending& p = ring_.front();
+    a->done = std::move(p.done);
+    a->op = p.op;
+    a->finished = p.finished;
+    a->evalsha = p.evalsha;
+    if (p.op == Op::kGetOrCreate) scratch_value_.swap(p.proposed);
+    if (p.evalsha) scratch_args_.swap(p.script_args);
+    ring_.pop();
+  }
+
+  void closeSocket() {
+    if (socket_ == nullptr) return;
+    socket_->close();
+    socket_ = nullptr;
+    flush_soon_ = false;
+    tcp_connected_ = false;
+    may_write_ = false;
+    unsent_ = 0;
+    in_.clear();
+    out_.clear();
+    in_.shrinkIfEmpty(kKeepBuffer);
+    out_.shrinkIfEmpty(kKeepBuffer);
+  }
+
+  // The connection is lost (or could not be made): every call in flight fails, then back off.
+  void drop(const std::string& why) {
+    if (socket_ == nullptr || state_ == State::kClosed) return;
     bool was_ready = link_ready_;
     link_ready_ = false;
-    if (state_ == State::kClosed) return;
-    std::string why = drop_reason_;
-    if (why.empty()) {
-      redisAsyncContext* ac = link->context();
-      why = ac != nullptr && ac->err ? ac->errstr : "connection closed";
+    state_ = State::kBackoff;  // calls made from the callbacks below fail at once
+    closeSocket();
+    connect_timer_.cancel();
+    command_timer_.cancel();
+    {
+      Guard guard(this);
+      while (!ring_.empty()) {
+        Answered a;
+        take(&a);
+        if (a.finished) continue;
+        counters_->add(counters_->errors);
+        if (a.op == Op::kHandshake || a.op == Op::kScriptLoad) continue;
+        onReply(a, nullptr);
+        if (guard.gone) return;
+      }
     }
-    drop_reason_.clear();
     down(was_ready, why);
   }
 
@@ -630,10 +726,7 @@ class Connection : public TimerHandler {
   void onTimer(int tag) override {
     switch (tag) {
       case kConnectTimer:
-        if (state_ == State::kConnecting) {
-          drop_reason_ = "connect timeout";
-          dropLink();
-        }
+        if (state_ == State::kConnecting) drop("connect timeout");
         break;
       case kBackoffTimer:
         if (state_ == State::kBackoff) connect();
@@ -646,34 +739,46 @@ class Connection : public TimerHandler {
 
   void checkDeadlines() {
     uint64_t now = loop_.now();
-    Pending* p = head_;
-    while (p != nullptr && (p->finished || p->deadline == kNoDeadline)) p = p->next;
-    if (p == nullptr) return;
-    if (p->deadline > now) {
-      command_timer_.armAt(p->deadline);
+    size_t i = 0;
+    while (i < ring_.size() && (ring_.at(i).finished || ring_.at(i).deadline == kNoDeadline)) ++i;
+    if (i == ring_.size()) return;
+    if (ring_.at(i).deadline > now) {
+      command_timer_.armAt(ring_.at(i).deadline);
       return;
     }
     // The oldest command expired: fail the expired ones, then drop the connection (which fails
-    // the rest). Calls made from these callbacks fail at once (the connection is dropping).
-    markDropping();
+    // the rest). Calls made from these callbacks fail at once (the connection is not ready).
+    state_ = State::kDropping;
     shared_->noteFailure();
     uint64_t expired = 0;
-    for (; p != nullptr && (p->deadline <= now || p->finished); p = p->next) {
-      if (p->finished) continue;
+    Guard guard(this);
+    for (; i < ring_.size(); ++i) {
+      Pending& p = ring_.at(i);
+      if (p.finished || p.deadline == kNoDeadline) continue;
+      if (p.deadline > now) break;
       ++expired;
+      p.finished = true;
       counters_->add(counters_->timeouts);
-      finish(p, kFailed);
+      Callback done = std::move(p.done);
+      if (done) done(kFailed);
+      if (guard.gone) return;
     }
-    drop_reason_ = std::to_string(expired) + " command(s) timed out after " +
-                   std::to_string(shared_->settings.command_timeout.count()) + " ms";
-    dropLink();
+    drop(std::to_string(expired) + " command(s) timed out after " +
+         std::to_string(shared_->settings.command_timeout.count()) + " ms");
   }
 
-  Link* link_ = nullptr;
-  Pending* head_ = nullptr;  // in flight, oldest first
-  Pending* tail_ = nullptr;
-  size_t in_flight_ = 0;
-  std::vector<Pending*> pool_;
+  PendingRing ring_;
+  resp::ByteQueue out_;
+  resp::ByteQueue in_;
+  resp::Parser parser_;
+  std::string scratch_value_;
+  std::string scratch_args_;
+  Socket* socket_ = nullptr;  // nullptr: no connection (back-off, or not started)
+  bool tcp_connected_ = false;
+  bool may_write_ = false;
+  bool flush_soon_ = false;
+  size_t unsent_ = 0;  // the newest calls of the FIFO whose commands are not written out yet
+  bool* guard_ = nullptr;
   Timer connect_timer_{loop_, this, kConnectTimer};
   Timer command_timer_{loop_, this, kCommandTimer};
   Timer backoff_timer_{loop_, this, kBackoffTimer};
@@ -681,17 +786,11 @@ class Connection : public TimerHandler {
   uint32_t attempt_ = 0;
   bool link_ready_ = false;
   bool ever_ready_ = false;
-  std::string drop_reason_;
   uint64_t last_error_log_ms_ = 0;
 };
 
-void Link::hookCleanup(void* data) {
-  auto* self = static_cast<Link*>(data);
-  self->loop_.remove(self->fd_);
-  self->loop_.cancelSoon(self);
-  if (self->owner_ != nullptr) self->owner_->linkClosed(self);
-  self->ac_ = nullptr;
-  self->loop_.deferDelete(std::unique_ptr<Deferred>(self));
+void Socket::onIoEvents(uint32_t events) {
+  if (owner_ != nullptr) owner_->onSocketEvents(events);
 }
 
 // ---- the worker's store -------------------------------------------------------------------------
@@ -704,7 +803,6 @@ class RedisStore final : public StateStore, private Connection {
                    "worker " + std::to_string(worker)) {
     shared_->links_total.fetch_add(1);
     load_scripts_ = true;
-    key_.reserve(128);
     // Created on the engine's thread: connect from the worker's.
     std::weak_ptr<bool> alive = alive_;
     loop.post([this, alive] {
@@ -719,152 +817,140 @@ class RedisStore final : public StateStore, private Connection {
     shared_->links_total.fetch_sub(1);
   }
 
+  // SET key proposed NX GET PX ttl: nil when this call created the entry, else its value.
   void getOrCreate(std::string_view key, std::string_view proposed, Duration ttl,
                    Callback done) override {
     Pending* p = begin(Op::kGetOrCreate, std::move(done));
     if (p == nullptr) return;
     p->proposed.assign(proposed);
-    fullKey(key);
-    char ttl_buf[24];
-    size_t ttl_len = formatTtl(ttl_buf, ttl);
-    const char* argv[7] = {"SET", key_.data(), proposed.data(), "NX", "GET", "PX", ttl_buf};
-    size_t lens[7] = {3, key_.size(), proposed.size(), 2, 3, 2, ttl_len};
-    issue(p, 7, argv, lens);
+    Ttl t(ttl);
+    resp::appendCommand(output(), {"SET", {shared_->namespace_prefix, key}, proposed, "NX", "GET",
+                                   "PX", t.text()});
+    flushSoon();
   }
 
   void get(std::string_view key, Callback done) override {
     Pending* p = begin(Op::kGet, std::move(done));
     if (p == nullptr) return;
-    fullKey(key);
-    const char* argv[2] = {"GET", key_.data()};
-    size_t lens[2] = {3, key_.size()};
-    issue(p, 2, argv, lens);
+    resp::appendCommand(output(), {"GET", {shared_->namespace_prefix, key}});
+    flushSoon();
   }
 
   void compareAndSet(std::string_view key, std::string_view expected, std::string_view replacement,
                      Duration ttl, Callback done) override {
     Pending* p = begin(Op::kCompareAndSet, std::move(done));
     if (p == nullptr) return;
-    fullKey(key);
-    char ttl_buf[24];
-    size_t ttl_len = formatTtl(ttl_buf, ttl);
-    p->script_args.assign({key_, std::string(expected), std::string(replacement),
-                           std::string(ttl_buf, ttl_len), shared_->channel});
-    sendScript(p, /*evalsha=*/true);
+    Ttl t(ttl);
+    p->script_args.clear();
+    resp::appendArgs(p->script_args, {{shared_->namespace_prefix, key}, expected, replacement,
+                                      t.text(), shared_->channel});
+    sendScript(*p, /*evalsha=*/true);
   }
 
   void touch(std::string_view key, Duration ttl) override {
-    Pending* p = begin(Op::kTouch, nullptr);
+    Pending* p = begin(Op::kTouch, Callback());
     if (p == nullptr) return;
-    fullKey(key);
-    char ttl_buf[24];
-    size_t ttl_len = formatTtl(ttl_buf, ttl);
-    const char* argv[3] = {"PEXPIRE", key_.data(), ttl_buf};
-    size_t lens[3] = {7, key_.size(), ttl_len};
-    issue(p, 3, argv, lens);
+    Ttl t(ttl);
+    resp::appendCommand(output(), {"PEXPIRE", {shared_->namespace_prefix, key}, t.text()});
+    flushSoon();
   }
 
   void erase(std::string_view key) override {
-    Pending* p = begin(Op::kErase, nullptr);
+    Pending* p = begin(Op::kErase, Callback());
     if (p == nullptr) return;
-    fullKey(key);
-    p->script_args.assign({key_, shared_->channel});
-    sendScript(p, /*evalsha=*/true);
+    p->script_args.clear();
+    resp::appendArgs(p->script_args, {{shared_->namespace_prefix, key}, shared_->channel});
+    sendScript(*p, /*evalsha=*/true);
   }
 
   bool available() const override { return ready(); }
 
  private:
-  // A record for a call, or nullptr after failing the call at once (not connected).
-  Pending* begin(Op op, Callback done) {
+  // A TTL in milliseconds, as text.
+  struct Ttl {
+    explicit Ttl(Duration ttl) {
+      len = static_cast<size_t>(std::to_chars(buf, buf + sizeof buf, ttlMs(ttl)).ptr - buf);
+    }
+    std::string_view text() const { return {buf, len}; }
+    char buf[24];
+    size_t len;
+  };
+
+  // The FIFO record for a call, or nullptr after failing the call at once (not connected, or too
+  // many calls in flight).
+  Pending* begin(Op op, Callback&& done) {
     if (!ready() || inFlight() >= kMaxInFlight) {
       counters_->add(counters_->errors);
       if (!ready()) shared_->noteFailure();  // (too many in flight is overload, not an outage)
       if (done) done(kFailed);
       return nullptr;
     }
-    Pending* p = acquire();
-    p->op = op;
-    p->done = std::move(done);
-    return p;
+    Pending& p = push(op, commandDeadline());
+    p.done = std::move(done);
+    return &p;
   }
 
-  // Sends p, or fails its call and releases it.
-  void issue(Pending* p, int argc, const char** argv, const size_t* lens) {
-    if (send(p, argc, argv, lens, commandDeadline())) return;
-    counters_->add(counters_->errors);
-    shared_->noteFailure();
-    finish(p, kFailed);
-    release(p);
+  // EVALSHA sha 1 args... (or EVAL script 1 args...), the arguments encoded in p.script_args.
+  void sendScript(Pending& p, bool evalsha) {
+    bool cas = p.op == Op::kCompareAndSet;
+    std::string_view script = cas ? scripts::kCompareAndSet : scripts::kErase;
+    std::string_view sha = cas ? scripts::kCompareAndSetSha : scripts::kEraseSha;
+    size_t args = cas ? 5 : 2;  // key, expected, replacement, ttl, channel | key, channel
+    p.evalsha = evalsha;
+    resp::appendCommandHead(output(), 3 + args,
+                            {evalsha ? "EVALSHA" : "EVAL", evalsha ? sha : script, "1"});
+    output().append(p.script_args);
+    flushSoon();
   }
 
-  void sendScript(Pending* p, bool evalsha) {
-    const auto& args = p->script_args;
-    std::string_view script =
-        p->op == Op::kCompareAndSet ? scripts::kCompareAndSet : scripts::kErase;
-    std::string_view sha =
-        p->op == Op::kCompareAndSet ? scripts::kCompareAndSetSha : scripts::kEraseSha;
-    const char* argv[8];
-    size_t lens[8];
-    int argc = 0;
-    argv[argc] = evalsha ? "EVALSHA" : "EVAL";
-    lens[argc++] = evalsha ? 7 : 4;
-    argv[argc] = evalsha ? sha.data() : script.data();
-    lens[argc++] = evalsha ? sha.size() : script.size();
-    argv[argc] = "1";
-    lens[argc++] = 1;
-    for (const std::string& a : args) {
-      argv[argc] = a.data();
-      lens[argc++] = a.size();
-    }
-    p->evalsha = evalsha;
-    issue(p, argc, argv, lens);
-  }
-
-  bool onReply(Pending* p, redisReply* r) override {
+  void onReply(Answered& a, const resp::Value* r) override {
     if (r == nullptr) {
       shared_->noteFailure();
-      finish(p, kFailed);
-      return false;
+      return finish(a, kFailed);
     }
-    if (r->type == REDIS_REPLY_ERROR) {
-      if (p->evalsha && std::string_view(r->str, r->len).starts_with("NOSCRIPT")) {
+    if (r->type == resp::Type::Error) {
+      if (a.evalsha && r->str.starts_with("NOSCRIPT")) {
         // Redis forgot the script since this connection loaded it (SCRIPT FLUSH): send it. (The
         // call then runs after the calls queued behind it: only in this rare case.)
-        sendScript(p, /*evalsha=*/false);  // in flight again, or failed and released
-        return true;
+        if (!ready() || inFlight() >= kMaxInFlight) {
+          counters_->add(counters_->errors);
+          return finish(a, kFailed);
+        }
+        Pending& p = push(a.op, commandDeadline());
+        p.done = std::move(a.done);
+        p.script_args.swap(scratchArgs());
+        return sendScript(p, /*evalsha=*/false);
       }
       counters_->add(counters_->errors);
-      logErrorReply(r);
-      finish(p, kFailed);
-      return false;
+      logErrorReply(r->str);
+      return finish(a, kFailed);
     }
     Reply out;
     out.ok = true;
-    switch (p->op) {
+    switch (a.op) {
       case Op::kGetOrCreate:
-        if (r->type == REDIS_REPLY_NIL) {
+        if (r->type == resp::Type::Nil) {
           out.created = true;
-          out.value = std::move(p->proposed);
-        } else if (r->type == REDIS_REPLY_STRING) {
-          out.value.emplace(r->str, r->len);
+          out.value = scratchValue();
+        } else if (r->type == resp::Type::Bulk) {
+          out.value = r->str;
         } else {
           out.ok = false;
         }
         break;
       case Op::kGet:
-        if (r->type == REDIS_REPLY_STRING) {
-          out.value.emplace(r->str, r->len);
-        } else if (r->type != REDIS_REPLY_NIL) {
+        if (r->type == resp::Type::Bulk) {
+          out.value = r->str;
+        } else if (r->type != resp::Type::Nil) {
           out.ok = false;
         }
         break;
       case Op::kCompareAndSet:
-        if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-            r->element[0]->type == REDIS_REPLY_INTEGER) {
-          out.swapped = r->element[0]->integer == 1;
-          if (r->element[1]->type == REDIS_REPLY_STRING)
-            out.value.emplace(r->element[1]->str, r->element[1]->len);
+        if (r->type == resp::Type::Array && r->count == 2 &&
+            parser().at(*r, 0).type == resp::Type::Integer) {
+          out.swapped = parser().at(*r, 0).integer == 1;
+          const resp::Value& v = parser().at(*r, 1);
+          if (v.type == resp::Type::Bulk) out.value = v.str;
         } else {
           out.ok = false;
         }
@@ -873,8 +959,7 @@ class RedisStore final : public StateStore, private Connection {
         break;
     }
     if (!out.ok) counters_->add(counters_->errors);
-    finish(p, out.ok ? out : kFailed);
-    return false;
+    finish(a, out.ok ? out : kFailed);
   }
 
   void onReady() override { shared_->linkUp(); }
@@ -882,16 +967,6 @@ class RedisStore final : public StateStore, private Connection {
     shared_->linkDown(was_ready, name_, why, auth_failed_);
   }
 
-  void fullKey(std::string_view key) {
-    key_.assign(shared_->namespace_prefix);
-    key_.append(key);
-  }
-  static size_t formatTtl(char (&buf)[24], Duration ttl) {
-    auto res = std::to_chars(buf, buf + sizeof buf, ttlMs(ttl));
-    return static_cast<size_t>(res.ptr - buf);
-  }
-
-  std::string key_;  // scratch: the namespaced key of the call being issued
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
@@ -916,31 +991,28 @@ class Subscriber final : public Connection {
   void onReady() override {
     if (down_logged_) spdlog::info("redis {}: change notifications resumed", shared_->address);
     down_logged_ = false;
-    const char* argv[2] = {"SUBSCRIBE", shared_->channel.data()};
-    size_t lens[2] = {9, shared_->channel.size()};
-    // Not a Pending: hiredis calls this callback for the confirmation and for every message, and
-    // once with NULL when the context is freed.
-    redisAsyncCommandArgv(context(), &Subscriber::messageCallback, this, 2, argv, lens);
+    // No FIFO record: from now on every reply is a message of the subscription (its confirmation
+    // first).
+    resp::appendCommand(output(), {"SUBSCRIBE", shared_->channel});
+    flushSoon();
   }
 
-  static void messageCallback(redisAsyncContext*, void* reply, void* privdata) {
-    auto* self = static_cast<Subscriber*>(privdata);
-    auto* r = static_cast<redisReply*>(reply);
-    if (r == nullptr || self->state_ == State::kClosed) return;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements < 3) return;
-    const redisReply* kind = r->element[0];
-    const redisReply* payload = r->element[2];
-    if (kind->type != REDIS_REPLY_STRING || std::string_view(kind->str, kind->len) != "message") {
-      if (kind->type == REDIS_REPLY_STRING && std::string_view(kind->str, kind->len) == "subscribe")
-        spdlog::debug("redis {}: subscribed to {}", self->shared_->address, self->shared_->channel);
-      return;
+  bool onUnsolicited(const resp::Value& r) override {
+    if (r.type != resp::Type::Array || r.count < 3) return true;
+    const resp::Value& kind = parser().at(r, 0);
+    const resp::Value& payload = parser().at(r, 2);
+    if (kind.type != resp::Type::Bulk || kind.str != "message") {
+      if (kind.type == resp::Type::Bulk && kind.str == "subscribe")
+        spdlog::debug("redis {}: subscribed to {}", shared_->address, shared_->channel);
+      return true;
     }
-    if (payload->type != REDIS_REPLY_STRING) return;
-    std::string_view key(payload->str, payload->len);
-    const std::string& prefix = self->shared_->namespace_prefix;
-    if (!key.starts_with(prefix)) return;
+    if (payload.type != resp::Type::Bulk) return true;
+    std::string_view key = payload.str;
+    const std::string& prefix = shared_->namespace_prefix;
+    if (!key.starts_with(prefix)) return true;
     key.remove_prefix(prefix.size());
-    self->shared_->notify(key);
+    shared_->notify(key);
+    return true;
   }
 
   bool down_logged_ = false;
@@ -952,7 +1024,8 @@ class RedisBackend final : public StoreBackend {
  public:
   explicit RedisBackend(const RedisSettings& settings)
       : shared_(std::make_shared<Shared>(settings)) {
-    // hiredis writes with write(2): a connection reset must not kill the process with SIGPIPE.
+    // inspect()'s hiredis writes with write(2): a connection reset must not kill the process with
+    // SIGPIPE. (The worker connections send with MSG_NOSIGNAL.)
     struct sigaction old {};
     if (sigaction(SIGPIPE, nullptr, &old) == 0 && old.sa_handler == SIG_DFL)
       signal(SIGPIPE, SIG_IGN);

@@ -18,12 +18,16 @@ namespace ballast::state {
 
 using Duration = std::chrono::milliseconds;
 
+// The answer to a call. `value` points into the store's own memory and is valid only while the
+// callback runs: copy it to keep it.
 struct Reply {
-  bool ok = false;                   // false: the store could not answer (down, timeout, error)
-  std::optional<std::string> value;  // the entry's value after the call (nullopt: no entry)
-  bool created = false;              // getOrCreate: this call created the entry
-  bool swapped = false;              // compareAndSet: this call replaced the value
+  bool ok = false;                        // false: the store could not answer (down, timeout...)
+  std::optional<std::string_view> value;  // the entry's value after the call (nullopt: none)
+  bool created = false;                   // getOrCreate: this call created the entry
+  bool swapped = false;                   // compareAndSet: this call replaced the value
 };
+// A callable of at most 16 bytes that is trivially copyable (a lambda capturing two pointers)
+// is held without allocating; the data path's calls use such callbacks.
 using Callback = std::function<void(const Reply&)>;
 
 // Keys given to a store are relative ("persist:web:1.2.3.4"); a store may add a namespace

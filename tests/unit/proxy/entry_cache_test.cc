@@ -120,6 +120,29 @@ TEST(EntryCache, ExpiredSlotsAreReusedBeforeLiveOnes) {
   EXPECT_GE(live, 40);
 }
 
+// An entry whose lifetime was extended is not taken for an expired one when its set needs room.
+TEST(EntryCache, RefreshedEntriesAreNotReusedAsExpired) {
+  EntryCache cache(128);  // one set of 8 per shard
+  for (int i = 0; i < 2000; ++i) cache.insert(key(i), "old", 100, 0);
+  EntryCache::Entry e;
+  std::vector<int> refreshed;
+  for (int i = 0; i < 2000; ++i) {
+    if (!cache.lookup(key(i), 1, &e)) continue;
+    if (i % 2 == 0) {  // every other entry still held gets a new lifetime
+      cache.refreshed(key(i), 1'000'000, 50);
+      refreshed.push_back(i);
+    }
+  }
+  ASSERT_GT(refreshed.size(), 40u);
+  // About two new entries per shard: the expired entries (about four per set) make room for them.
+  for (int i = 0; i < 32; ++i) cache.insert("new-" + std::to_string(i), "n", 1'000'000, 200);
+  // (Only a shard that receives more new entries than it holds expired ones loses refreshed
+  // entries; taking refreshed entries for expired ones would lose about half of them.)
+  int lost = 0;
+  for (int i : refreshed) lost += cache.lookup(key(i), 300, &e) ? 0 : 1;
+  EXPECT_LE(lost, 8) << "of " << refreshed.size();
+}
+
 TEST(EntryCache, LongKeysAndValuesAreKept) {
   EntryCache cache(1000);
   std::string long_key = "persist:web:" + std::string(500, 'k');

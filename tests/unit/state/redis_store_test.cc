@@ -3,9 +3,14 @@
 // SIGSTOP, Redis absent at start, a store destroyed with calls in flight).
 #include <gtest/gtest.h>
 
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/ioctl.h>
+
 #include <set>
 
 #include "state/redis_scripts.h"
+#include "state/resp.h"
 #include "state/state_store.h"
 #include "state_test_util.h"
 
@@ -17,12 +22,115 @@ using testing::callOn;
 using testing::Engine;
 using testing::LogCapture;
 using testing::msSince;
+using testing::OwnedReply;
 using testing::RawRedis;
 using testing::RedisServer;
 using testing::sharedRedis;
 using testing::testSettings;
 using testing::waitUntil;
 using Clock = std::chrono::steady_clock;
+
+// A Redis of the test's own on an ephemeral port: reads commands (RESP arrays of bulk strings)
+// and answers each with what `answer` returns, written `chunk` bytes per send() (0: at once), so
+// the store's reading of replies that arrive in pieces, or of replies that are not RESP, can be
+// driven byte by byte. A thread per connection.
+class FakeRedis {
+ public:
+  // The reply to a command read from the connection fd (the test may look at the socket).
+  using Answer = std::function<std::string(const std::vector<std::string>& command, int fd)>;
+  FakeRedis(Answer answer, size_t chunk) : answer_(std::move(answer)), chunk_(chunk) {
+    listen_fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    if (bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+        listen(listen_fd_, 16) != 0 ||
+        getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
+      ADD_FAILURE() << "fake redis: cannot listen";
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~FakeRedis() {
+    stop_.store(true);
+    thread_.join();
+    close(listen_fd_);
+  }
+  uint16_t port() const { return port_; }
+  // Worker connections that loaded the scripts (the subscriber's does not).
+  int connections() const { return connections_.load(); }
+
+  // The replies of the handshake (PING, then the two SCRIPT LOADs), else nullopt.
+  static std::optional<std::string> handshake(const std::vector<std::string>& c) {
+    if (c.size() == 1 && c[0] == "PING") return std::string("+PONG\r\n");
+    if (c.size() == 3 && c[0] == "SCRIPT")
+      return c[2] == scripts::kCompareAndSet ? bulk(scripts::kCompareAndSetSha)
+                                             : bulk(scripts::kEraseSha);
+    if (c.size() == 2 && c[0] == "SUBSCRIBE")
+      return "*3\r\n$9\r\nsubscribe\r\n" + bulk(c[1]) + ":1\r\n";
+    return std::nullopt;
+  }
+  static std::string bulk(std::string_view s) {
+    return "$" + std::to_string(s.size()) + "\r\n" + std::string(s) + "\r\n";
+  }
+
+ private:
+  bool readable(int fd) {
+    pollfd p{fd, POLLIN, 0};
+    return poll(&p, 1, 20) > 0;
+  }
+  void serve() {
+    std::vector<std::thread> sessions;
+    while (!stop_.load()) {
+      if (!readable(listen_fd_)) continue;
+      int fd = accept(listen_fd_, nullptr, nullptr);
+      if (fd < 0) continue;
+      int one = 1;
+      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      sessions.emplace_back([this, fd] {
+        session(fd);
+        close(fd);
+      });
+    }
+    for (auto& t : sessions) t.join();
+  }
+  void session(int fd) {
+    std::string in;
+    resp::Parser parser;
+    while (!stop_.load()) {
+      if (!readable(fd)) continue;
+      char buf[65536];
+      ssize_t n = read(fd, buf, sizeof buf);
+      if (n <= 0) return;
+      in.append(buf, static_cast<size_t>(n));
+      std::string out;
+      for (;;) {
+        size_t used = 0;
+        if (parser.parse(in, &used) != resp::Parser::Status::Complete) break;
+        std::vector<std::string> command;
+        for (uint32_t i = 0; i < parser.root().count; ++i)
+          command.emplace_back(parser.at(parser.root(), i).str);
+        in.erase(0, used);
+        if (command.size() == 3 && command[0] == "SCRIPT" && command[2] == scripts::kErase)
+          connections_.fetch_add(1);
+        out += answer_(command, fd);
+      }
+      size_t step = chunk_ == 0 ? out.size() : chunk_;
+      for (size_t at = 0; at < out.size(); at += step) {
+        if (send(fd, out.data() + at, std::min(step, out.size() - at), MSG_NOSIGNAL) < 0) return;
+        if (chunk_ != 0) std::this_thread::sleep_for(std::chrono::microseconds(50));
+      }
+    }
+  }
+
+  Answer answer_;
+  size_t chunk_;
+  int listen_fd_ = -1;
+  uint16_t port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> connections_{0};
+  std::thread thread_;
+};
 
 class RedisStoreTest : public ::testing::Test {
  protected:
@@ -87,7 +195,8 @@ TEST_F(RedisStoreTest, ScriptsAreSentAgainAfterScriptFlush) {
   // A new connection loads the scripts first: no NOSCRIPT, and calls stay in order.
   raw.command({"SCRIPT", "FLUSH"});
   raw.command({"CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"});
-  ASSERT_TRUE(waitUntil([&] { return s.getOrCreate("persist:web:g", "a").value_or(Reply{}).ok; }));
+  ASSERT_TRUE(
+      waitUntil([&] { return s.getOrCreate("persist:web:g", "a").value_or(OwnedReply{}).ok; }));
   s.erase("persist:web:g");
   EXPECT_EQ(s.get("persist:web:g")->value, std::nullopt);
 }
@@ -348,7 +457,7 @@ TEST_F(RedisStoreTest, PipelinesManyCommands) {
   constexpr int kCalls = 20000;
   Engine engine(makeRedisBackend(testSettings(sharedRedis().port())), 1);
   ASSERT_TRUE(engine.waitAvailable());
-  std::vector<Reply> replies(kCalls);
+  std::vector<OwnedReply> replies(kCalls);
   std::atomic<int> answered{0};
   std::promise<void> all;
   const std::string big(200, 'v');
@@ -368,6 +477,154 @@ TEST_F(RedisStoreTest, PipelinesManyCommands) {
   }
   EXPECT_GE(engine.backend().status().round_trips, uint64_t{kCalls});
   EXPECT_EQ(RawRedis(sharedRedis().port()).integer({"DBSIZE"}), kCalls);
+}
+
+// Values of any bytes and size reach Redis and come back whole (large replies arrive over many
+// reads).
+TEST_F(RedisStoreTest, LargeAndBinaryValuesRoundTrip) {
+  Engine engine(makeRedisBackend(testSettings(sharedRedis().port())), 1);
+  ASSERT_TRUE(engine.waitAvailable());
+  auto s = engine.sync();
+  std::string big(2 << 20, 'x');
+  for (size_t i = 0; i < big.size(); i += 101) big[i] = static_cast<char>(i % 256);
+  big += "\r\n$-1\r\n";
+  auto created = s.getOrCreate("persist:web:big", big);
+  ASSERT_TRUE(created && created->ok);
+  EXPECT_TRUE(created->created);
+  EXPECT_TRUE(created->value == big);
+  auto existing = s.getOrCreate("persist:web:big", "other");
+  ASSERT_TRUE(existing && existing->ok);
+  EXPECT_FALSE(existing->created);
+  EXPECT_TRUE(existing->value == big);
+  auto got = s.get("persist:web:big");
+  ASSERT_TRUE(got && got->ok);
+  EXPECT_TRUE(got->value == big);
+  EXPECT_TRUE(RawRedis(sharedRedis().port()).string({"GET", "ballast:v1:persist:web:big"}) == big);
+  auto empty = s.getOrCreate("persist:web:empty", "");
+  ASSERT_TRUE(empty && empty->ok);
+  EXPECT_TRUE(empty->created);
+  EXPECT_EQ(empty->value, "");
+  EXPECT_EQ(s.get("persist:web:empty")->value, "");
+  EXPECT_EQ(engine.backend().status().errors, 0u);
+}
+
+// Replies that come a few bytes at a time, pipelined calls included: every call gets its own
+// reply, in order.
+TEST(RedisFake, RepliesArrivingInPiecesAreMatchedInOrder) {
+  for (size_t chunk : {1u, 3u, 7u}) {
+    FakeRedis fake(
+        [](const std::vector<std::string>& c, int) -> std::string {
+          if (auto h = FakeRedis::handshake(c)) return *h;
+          // SET key value NX GET PX ttl: keys ending in "new" are created, others exist.
+          if (c.size() == 7 && c[0] == "SET")
+            return c[1].ends_with("new") ? "$-1\r\n" : FakeRedis::bulk("had-" + c[1]);
+          if (c.size() == 2 && c[0] == "GET") return "-ERR no such thing\r\n";
+          return "-ERR unexpected\r\n";
+        },
+        chunk);
+    Engine engine(makeRedisBackend(testSettings(fake.port())), 1);
+    ASSERT_TRUE(engine.waitAvailable()) << chunk;
+    std::vector<OwnedReply> replies(40);
+    std::atomic<int> answered{0};
+    engine.worker(0).run([&] {
+      for (int i = 0; i < 40; ++i) {
+        std::string key = "persist:web:" + std::to_string(i) + (i % 3 == 0 ? "new" : "old");
+        auto keep = [&, i](const Reply& r) {
+          replies[i] = r;
+          answered.fetch_add(1);
+        };
+        if (i % 5 == 4) {
+          engine.store(0).get(key, keep);
+        } else {
+          engine.store(0).getOrCreate(key, "mine-" + std::to_string(i), 60s, keep);
+        }
+      }
+    });
+    ASSERT_TRUE(waitUntil([&] { return answered.load() == 40; })) << chunk;
+    for (int i = 0; i < 40; ++i) {
+      std::string key = "persist:web:" + std::to_string(i) + (i % 3 == 0 ? "new" : "old");
+      if (i % 5 == 4) {
+        EXPECT_FALSE(replies[i].ok) << i;  // the error reply
+      } else if (i % 3 == 0) {
+        EXPECT_TRUE(replies[i].ok && replies[i].created) << i;
+        EXPECT_EQ(replies[i].value, "mine-" + std::to_string(i));
+      } else {
+        EXPECT_TRUE(replies[i].ok && !replies[i].created) << i;
+        EXPECT_EQ(replies[i].value, "had-ballast:v1:" + key);
+      }
+    }
+    EXPECT_TRUE(engine.allAvailable());  // error replies do not cost the connection
+    EXPECT_EQ(fake.connections(), 1);
+  }
+}
+
+// A reply that is not RESP (or a reply to no command): the connection is dropped, the calls in
+// flight fail, and the store connects again.
+TEST(RedisFake, AReplyThatIsNotRespDropsTheConnection) {
+  std::atomic<bool> garbage{true};
+  FakeRedis fake(
+      [&](const std::vector<std::string>& c, int) -> std::string {
+        if (auto h = FakeRedis::handshake(c)) return *h;
+        if (c[0] == "GET") return garbage.load() ? "?what\r\n" : "$1\r\nv\r\n";
+        if (c[0] == "PEXPIRE") return ":1\r\n:1\r\n";  // one reply too many
+        return "-ERR unexpected\r\n";
+      },
+      0);
+  Engine engine(makeRedisBackend(testSettings(fake.port())), 1);
+  ASSERT_TRUE(engine.waitAvailable());
+  auto s = engine.sync();
+  auto bad = s.get("persist:web:g");
+  ASSERT_TRUE(bad);
+  EXPECT_FALSE(bad->ok);
+  ASSERT_TRUE(engine.waitAvailable());
+  EXPECT_EQ(fake.connections(), 2);
+  garbage.store(false);
+  EXPECT_EQ(s.get("persist:web:g")->value, "v");
+
+  s.touch("persist:web:g", 1s);
+  ASSERT_TRUE(waitUntil([&] { return fake.connections() == 3; }));
+  ASSERT_TRUE(engine.waitAvailable());
+  EXPECT_EQ(s.get("persist:web:g")->value, "v");
+  EXPECT_GE(engine.backend().status().reconnects, 2u);
+}
+
+// While Redis has not answered what was written, the calls made meanwhile wait and leave together
+// when the answers are in (one batch in flight: fewer, larger writes on both sides).
+TEST(RedisFake, CallsWaitForTheBatchInFlight) {
+  std::atomic<int> pending_during_first{-1};
+  FakeRedis fake(
+      [&](const std::vector<std::string>& c, int fd) -> std::string {
+        if (auto h = FakeRedis::handshake(c)) return *h;
+        if (c[0] == "GET" && c[1].ends_with("slow")) {
+          std::this_thread::sleep_for(150ms);
+          int bytes = -1;  // what the store wrote while this command was unanswered
+          if (ioctl(fd, FIONREAD, &bytes) == 0) pending_during_first.store(bytes);
+        }
+        return FakeRedis::bulk(c[1]);
+      },
+      0);
+  Engine engine(makeRedisBackend(testSettings(fake.port())), 1);
+  ASSERT_TRUE(engine.waitAvailable());
+  std::mutex mutex;
+  std::vector<std::string> answers;
+  auto keep = [&](const Reply& r) {
+    std::lock_guard<std::mutex> lock(mutex);
+    answers.emplace_back(r.ok && r.value ? std::string(*r.value) : std::string("failed"));
+  };
+  engine.worker(0).run([&] { engine.store(0).get("persist:web:slow", keep); });
+  for (int i = 0; i < 4; ++i) {  // each in a batch of events of its own
+    std::this_thread::sleep_for(20ms);
+    engine.worker(0).run([&, i] { engine.store(0).get("persist:web:" + std::to_string(i), keep); });
+  }
+  ASSERT_TRUE(waitUntil([&] {
+    std::lock_guard<std::mutex> lock(mutex);
+    return answers.size() == 5;
+  }));
+  EXPECT_EQ(pending_during_first.load(), 0);
+  std::lock_guard<std::mutex> lock(mutex);
+  const std::string ns = "ballast:v1:persist:web:";
+  EXPECT_EQ(answers,
+            (std::vector<std::string>{ns + "slow", ns + "0", ns + "1", ns + "2", ns + "3"}));
 }
 
 }  // namespace

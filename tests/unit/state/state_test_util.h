@@ -245,17 +245,30 @@ class Worker {
   std::thread thread_;
 };
 
+// A reply kept after its callback (a Reply's value is valid during the callback only).
+struct OwnedReply {
+  bool ok = false;
+  std::optional<std::string> value;
+  bool created = false;
+  bool swapped = false;
+  OwnedReply() = default;
+  OwnedReply(const Reply& r)  // NOLINT: implicit on purpose
+      : ok(r.ok), created(r.created), swapped(r.swapped) {
+    if (r.value) value.emplace(*r.value);
+  }
+};
+
 // One asynchronous call made on the worker's thread, waited for here. nullopt: no callback within
 // the timeout. A second call of the callback is a test failure.
-inline std::optional<Reply> callOn(Worker& w, std::function<void(Callback)> issue,
+inline std::optional<OwnedReply> callOn(Worker& w, std::function<void(Callback)> issue,
                                    uint64_t timeout_ms = 3000) {
-  auto promise = std::make_shared<std::promise<Reply>>();
+  auto promise = std::make_shared<std::promise<OwnedReply>>();
   auto calls = std::make_shared<std::atomic<int>>(0);
-  std::future<Reply> future = promise->get_future();
+  std::future<OwnedReply> future = promise->get_future();
   w.post([issue = std::move(issue), promise, calls] {
     issue([promise, calls](const Reply& r) {
       if (calls->fetch_add(1) == 0) {
-        promise->set_value(r);
+        promise->set_value(OwnedReply(r));
       } else {
         ADD_FAILURE() << "a callback ran twice";
       }
@@ -270,15 +283,15 @@ inline std::optional<Reply> callOn(Worker& w, std::function<void(Callback)> issu
 class SyncStore {
  public:
   SyncStore(Worker& w, StateStore& s) : w_(w), s_(s) {}
-  std::optional<Reply> getOrCreate(std::string key, std::string proposed, Duration ttl = 60s) {
+  std::optional<OwnedReply> getOrCreate(std::string key, std::string proposed, Duration ttl = 60s) {
     return callOn(
         w_, [this, key, proposed, ttl](Callback cb) { s_.getOrCreate(key, proposed, ttl, cb); });
   }
-  std::optional<Reply> get(std::string key) {
+  std::optional<OwnedReply> get(std::string key) {
     return callOn(w_, [this, key](Callback cb) { s_.get(key, cb); });
   }
-  std::optional<Reply> compareAndSet(std::string key, std::string expected, std::string replacement,
-                                     Duration ttl = 60s) {
+  std::optional<OwnedReply> compareAndSet(std::string key, std::string expected,
+                                          std::string replacement, Duration ttl = 60s) {
     return callOn(w_, [this, key, expected, replacement, ttl](Callback cb) {
       s_.compareAndSet(key, expected, replacement, ttl, cb);
     });

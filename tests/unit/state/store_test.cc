@@ -14,6 +14,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using testing::Engine;
+using testing::OwnedReply;
 using testing::RawRedis;
 using testing::sharedRedis;
 using testing::testSettings;
@@ -62,7 +63,7 @@ TEST_P(StoreSemantics, GetOrCreateCreatesOnceThenReturnsTheWinner) {
 TEST_P(StoreSemantics, ConcurrentGetOrCreateFromTwoWorkersAgrees) {
   constexpr int kKeys = 1000;
   auto engine = makeEngine(2);
-  std::vector<Reply> replies[2];
+  std::vector<OwnedReply> replies[2];
   replies[0].resize(kKeys);
   replies[1].resize(kKeys);
   std::atomic<int> answered{0};
@@ -83,8 +84,8 @@ TEST_P(StoreSemantics, ConcurrentGetOrCreateFromTwoWorkersAgrees) {
   ASSERT_EQ(all.get_future().wait_for(10s), std::future_status::ready);
   std::map<std::string, int> winners;
   for (int k = 0; k < kKeys; ++k) {
-    const Reply& a = replies[0][k];
-    const Reply& b = replies[1][k];
+    const OwnedReply& a = replies[0][k];
+    const OwnedReply& b = replies[1][k];
     ASSERT_TRUE(a.ok && b.ok) << k;
     ASSERT_EQ(int(a.created) + int(b.created), 1) << "key " << k;
     ASSERT_TRUE(a.value.has_value());
