@@ -53,15 +53,22 @@ HealthScore finish(HealthScore result, const std::vector<std::string>& down_reas
   return result;
 }
 
+// A spike of new connections/s on a virtual service is a flood (security), not an anomaly.
+bool isFlood(const Anomaly& anomaly) {
+  return anomaly.metric == Metric::ConnectionRate && anomaly.spike();
+}
+
+// Also appends each anomaly it counts to *counted.
 Penalty anomalyPenalty(const std::vector<Anomaly>& anomalies, const Options& options,
-                       bool floods_elsewhere) {
+                       bool floods_elsewhere, std::vector<Anomaly>* counted) {
   Penalty penalty;
   for (const Anomaly& anomaly : anomalies) {
-    if (floods_elsewhere && anomaly.metric == Metric::ConnectionRate && anomaly.spike()) continue;
+    if (floods_elsewhere && isFlood(anomaly)) continue;
     double beyond = std::max(0.0, std::abs(anomaly.sigmas()) - options.anomaly.k_sigma);
     double value = std::min(options.anomaly_max_penalty,
                             options.anomaly_base_penalty + options.anomaly_penalty_per_sigma * beyond);
     add(penalty, value, anomaly.reason());
+    counted->push_back(anomaly);
   }
   return penalty;
 }
@@ -193,11 +200,15 @@ Penalty seResources(const SeInputs& se, const Options& options) {
 
 // A flood shows as a flagged spike of new connections or as refusals at max_connections; both
 // are signs of one thing, so the larger counts.
-void addFlood(Penalty& penalty, const VsInputs& vs, const Options& options) {
+// Appends the flood anomalies it counts to *counted.
+void addFlood(Penalty& penalty, const VsInputs& vs, const Options& options,
+              std::vector<Anomaly>* counted) {
   double worst = 0;
   std::vector<std::string> signs;
+  std::vector<Anomaly> floods;
   for (const Anomaly& anomaly : vs.anomalies) {
-    if (anomaly.metric != Metric::ConnectionRate || !anomaly.spike()) continue;
+    if (!isFlood(anomaly)) continue;
+    floods.push_back(anomaly);
     double over = anomaly.mean > 0 ? anomaly.value / anomaly.mean : INFINITY;
     double p = options.flood_ratio.at(over);
     worst = std::max(worst, p);
@@ -213,6 +224,7 @@ void addFlood(Penalty& penalty, const VsInputs& vs, const Options& options) {
   if (worst <= 0) return;
   penalty.value += worst;
   append(penalty.reasons, signs);
+  counted->insert(counted->end(), floods.begin(), floods.end());
 }
 
 void addMalformed(Penalty& penalty, const VsInputs& vs, const Options& options) {
@@ -425,7 +437,7 @@ HealthScore scoreServer(const ServerInputs& server, const Options& options) {
   add(result.resources,
       connectionLimitPoints(server.connections_active, server.max_connections, options),
       connectionsLine("server " + server.name, server.connections_active, server.max_connections));
-  result.anomaly = anomalyPenalty(server.anomalies, options, false);
+  result.anomaly = anomalyPenalty(server.anomalies, options, false, &result.anomalies);
   std::vector<std::string> down;
   if (!serving(server)) down.push_back(stateLine(server));
   return finish(std::move(result), down, server.previous_score);
@@ -436,7 +448,7 @@ HealthScore scorePool(const PoolInputs& pool, const Options& options) {
   result.performance_score =
       performanceScore(sumTraffic(pool.servers), options, &result.performance_reasons);
   result.resources = poolResources(pool, options);
-  result.anomaly = anomalyPenalty(pool.anomalies, options, false);
+  result.anomaly = anomalyPenalty(pool.anomalies, options, false, &result.anomalies);
   std::vector<std::string> down;
   if (auto reason = poolDownReason(pool)) down.push_back(*reason);
   return finish(std::move(result), down, pool.previous_score);
@@ -446,7 +458,7 @@ HealthScore scoreSe(const SeInputs& se, const Options& options) {
   HealthScore result;
   result.performance_score = performanceScore(se.traffic, options, &result.performance_reasons);
   result.resources = seResources(se, options);
-  result.anomaly = anomalyPenalty(se.anomalies, options, false);
+  result.anomaly = anomalyPenalty(se.anomalies, options, false, &result.anomalies);
   std::vector<std::string> down;
   if (!se.connected) down.push_back("service engine " + se.name + " is lost");
   return finish(std::move(result), down, se.previous_score);
@@ -489,10 +501,10 @@ HealthScore scoreVirtualService(const VsInputs& vs, const Options& options) {
   }
 
   addMalformed(result.security, vs, options);
-  addFlood(result.security, vs, options);
+  addFlood(result.security, vs, options, &result.anomalies);
   if (vs.tls) addTls(result.security, *vs.tls, options);
 
-  result.anomaly = anomalyPenalty(vs.anomalies, options, true);
+  result.anomaly = anomalyPenalty(vs.anomalies, options, true, &result.anomalies);
 
   std::vector<std::string> down;
   if (vs.ses.empty()) {

@@ -227,6 +227,9 @@ struct HealthScore {
   Penalty resources;
   Penalty security;
   Penalty anomaly;
+  // The anomalies that cost points: in `anomaly`, or in `security` as a connection flood (what
+  // the controller raises `anomaly` events for).
+  std::vector<Anomaly> anomalies;
 
   // {"score", "band", "previous_score" (null when none), "performance_score",
   //  "performance_reasons", "penalties": {"resources"|"security"|"anomaly": {"value", "reasons"}}}

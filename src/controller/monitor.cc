@@ -435,11 +435,10 @@ void HealthMonitor::record(const Key& key, const hs::HealthScore& score,
 
   std::set<std::string> flagged;
   Json anomaly_reasons = Json::array();
-  for (const std::string& r : score.anomaly.reasons) anomaly_reasons.push_back(r);
-  for (const std::string& r : score.security.reasons) {
-    if (r.find("sigma") != std::string::npos) anomaly_reasons.push_back(r);  // floods
+  for (const hs::Anomaly& anomaly : score.anomalies) {
+    flagged.insert(hs::metricName(anomaly.metric));
+    anomaly_reasons.push_back(anomaly.reason());
   }
-  for (const Json& r : anomaly_reasons) flagged.insert(r.get<std::string>().substr(0, r.get<std::string>().find(' ')));
   bool new_metric = false;
   for (const std::string& m : flagged) new_metric = new_metric || !a.anomalies.count(m);
   if (new_metric) {

@@ -454,9 +454,18 @@ TEST(SecurityTest, ConnectionFloodFromTheBaselineOrRefusals) {
                           "50 connections refused at max_connections (5.0% of connections) "
                           "(-5.0)"));
   EXPECT_EQ(score.anomaly.value, 0);  // counted once, as a flood
+  ASSERT_EQ(score.anomalies.size(), 1u);  // and reported as the anomaly it is
+  EXPECT_EQ(score.anomalies[0].metric, Metric::ConnectionRate);
 
   vs.anomalies.clear();
   EXPECT_DOUBLE_EQ(scoreVirtualService(vs).security.value, 5);
+  EXPECT_TRUE(scoreVirtualService(vs).anomalies.empty());
+
+  // A flagged spike under twice its baseline costs nothing: no anomaly to report either.
+  vs.refused_connections = 0;
+  vs.anomalies = {Anomaly{Metric::ConnectionRate, 90, 50, 10}};
+  EXPECT_EQ(scoreVirtualService(vs).security.value, 0);
+  EXPECT_TRUE(scoreVirtualService(vs).anomalies.empty());
 }
 
 TEST(SecurityTest, TlsSettingsWhenTlsExists) {
@@ -592,6 +601,8 @@ TEST(AnomalyDetectorTest, FiveTimesSpikeAfterWarmUpGivesAPenalty) {
   EXPECT_THAT(score.anomaly.reasons[0],
               AllOf(HasSubstr("requests/s 250.0 is"), HasSubstr("above its baseline 50.4"),
                     HasSubstr("(-20.0)")));
+  ASSERT_EQ(score.anomalies.size(), 1u);  // what the controller raises an `anomaly` event for
+  EXPECT_EQ(score.anomalies[0].metric, Metric::RequestRate);
 }
 
 TEST(AnomalyDetectorTest, LatencySpikeFlaggedItsDropNot) {
