@@ -280,5 +280,55 @@ TEST(MemoryStore, SweepRemovesExpiredEntriesNobodyAsksFor) {
   EXPECT_TRUE(engine.store(0).available());
 }
 
+// The memory store's table through growth, removals from the middle of probe runs (erase, expiry,
+// the sweep) and values that change size: every live key stays reachable with its value.
+TEST(MemoryStore, KeysStayReachableThroughGrowthRemovalAndExpiry) {
+  Engine engine(makeMemoryBackend(), 1);
+  constexpr int kKeys = 20000;
+  auto key = [](int i) { return "persist:web:client-" + std::to_string(i); };
+  auto original = [](int i) { return "pool/10.0.0." + std::to_string(i % 300) + ":80"; };
+  auto replaced = [](int i) { return "pool/replacement-" + std::to_string(i) + ".example:8080"; };
+  // i % 3: 0 erased, 1 replaced (a longer value), 2 kept.
+  auto expected = [&](int i) -> std::optional<std::string> {
+    if (i % 3 == 0) return std::nullopt;
+    return i % 3 == 1 ? replaced(i) : original(i);
+  };
+  StateStore& store = engine.store(0);
+  auto check = [&] {
+    int wrong = 0;
+    engine.worker(0).run([&] {
+      for (int i = 0; i < kKeys; ++i) {
+        store.get(key(i), [&](const Reply& r) {
+          std::optional<std::string> got;
+          if (r.value) got.emplace(*r.value);
+          if (!r.ok || got != expected(i)) ++wrong;
+        });
+      }
+    });
+    return wrong;
+  };
+  engine.worker(0).run([&] {
+    for (int i = 0; i < kKeys; ++i) store.getOrCreate(key(i), original(i), 60s, nullptr);
+    for (int i = 0; i < kKeys; i += 3) store.erase(key(i));
+    for (int i = 1; i < kKeys; i += 3)
+      store.compareAndSet(key(i), original(i), replaced(i), 60s, nullptr);
+    // Short-lived entries between the others, in the same probe runs.
+    for (int i = 0; i < kKeys / 2; ++i) store.getOrCreate("persist:web:brief-" + std::to_string(i), "s", 50ms, nullptr);
+  });
+  const uint64_t live = kKeys - (kKeys + 2) / 3;
+  EXPECT_EQ(engine.backend().status().entries, live + kKeys / 2);
+  EXPECT_EQ(check(), 0);
+  std::this_thread::sleep_for(120ms);
+  // The sweep takes the expired ones out of the middle of runs; the rest must still be found.
+  int calls = 0;
+  engine.worker(0).run([&] {
+    while (engine.backend().status().entries != live && calls < 400000) {
+      for (int i = 0; i < 100; ++i, ++calls) store.get("persist:web:absent-" + std::to_string(calls), nullptr);
+    }
+  });
+  EXPECT_EQ(engine.backend().status().entries, live);
+  EXPECT_EQ(check(), 0);
+}
+
 }  // namespace
 }  // namespace ballast::state
