@@ -156,16 +156,19 @@ std::string kind_names() {
   return names;
 }
 
-const Kind& find_kind(const std::string& name, bool objects_only) {
+// What `delete` takes: configuration objects, and service engines (a lost one is forgotten).
+bool deletable(const Kind& kind) { return kind.object || kind.api == "ses"; }
+
+const Kind& find_kind(const std::string& name, bool deletable_only) {
   for (const Kind& kind : kinds()) {
-    if (objects_only && !kind.object) continue;
+    if (deletable_only && !deletable(kind)) continue;
     if (kind.name == name ||
         std::find(kind.aliases.begin(), kind.aliases.end(), name) != kind.aliases.end()) {
       return kind;
     }
   }
-  // `delete` names singular kinds (vs, pool, monitor, se_group); say so in those words.
-  const std::string listed = objects_only ? "vs, pool, monitor, se_group" : kind_names();
+  // `delete` names singular kinds (vs, pool, monitor, se_group, se); say so in those words.
+  const std::string listed = deletable_only ? "vs, pool, monitor, se_group, se" : kind_names();
   throw CtlError("unknown kind '" + name + "' (kinds: " + listed + ")", CtlError::kUsage);
 }
 
@@ -385,7 +388,8 @@ int main(const std::vector<std::string>& args) {
   add_output_option(apply_cmd, options);
 
   CLI::App* delete_cmd = app.add_subcommand("delete", "Delete one object");
-  delete_cmd->add_option("kind", options.kind, "vs, pool, monitor or se_group")->required();
+  delete_cmd->add_option("kind", options.kind, "vs, pool, monitor, se_group, or se (a lost one)")
+      ->required();
   delete_cmd->add_option("name", options.name, "Its name")->required();
   delete_cmd->add_option("--if-version", options.if_match,
                          "Only if the object is at this version (If-Match)");
@@ -425,7 +429,11 @@ int main(const std::vector<std::string>& args) {
       throw CtlError("--type, --object, --since-id and --limit are for get events",
                      CtlError::kUsage);
     }
-    if (delete_cmd->parsed()) find_kind(options.kind, true);
+    if (delete_cmd->parsed() && !find_kind(options.kind, true).object &&
+        !options.if_match.empty()) {
+      throw CtlError("--if-version is for configuration objects (a service engine has no version)",
+                     CtlError::kUsage);
+    }
     if (status_cmd->parsed() && find_kind(options.kind, true).api != "virtual_services") {
       throw CtlError("status takes vs NAME (no status for " + options.kind + ")", CtlError::kUsage);
     }

@@ -151,6 +151,16 @@ std::string oneDecimal(double v) { return fmt::format("{:.1f}", v); }
 HealthMonitor::HealthMonitor(std::unique_ptr<Analytics> analytics, MonitorOptions options)
     : analytics_(std::move(analytics)), options_(std::move(options)) {}
 
+void HealthMonitor::forgetSe(const std::string& se) {
+  server_views_.erase(se);
+  const Key key{Kind::Se, se};
+  interval_.erase(key);
+  detectors_.erase(key);
+  scores_.erase(key);
+  last_score_.erase(key);
+  announced_.erase(key);
+}
+
 void HealthMonitor::onReport(const std::string& se, const Json& report, int64_t now_ms) {
   if (!report.is_object()) return;
   const Json& counters = member(report, "counters");

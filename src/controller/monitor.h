@@ -53,6 +53,10 @@ class HealthMonitor {
   // anomaly detectors, and that SE's view of its servers' health.
   void onReport(const std::string& se, const Json& report, int64_t now_ms);
 
+  // An SE removed from the registry: its score and its view of servers go (its analytics stay
+  // until they age out).
+  void forgetSe(const std::string& se);
+
   // Whether the health interval has passed since the last evaluation.
   bool due(int64_t now_ms) const {
     return last_evaluation_ms_ == 0 || now_ms - last_evaluation_ms_ >= options_.health_interval.count();

@@ -379,9 +379,10 @@ Response Service::route(const Request& request) {
     allow = "POST";
     return m == "POST" ? apply(request) : notAllowed();
   } else if (p[0] == "ses" && p.size() <= 2) {
-    allow = "GET";
-    if (!get) return notAllowed();
-    return p.size() == 1 ? listSes() : getSe(p[1]);
+    allow = p.size() == 2 ? "GET, DELETE" : "GET";
+    if (get) return p.size() == 1 ? listSes() : getSe(p[1]);
+    if (m == "DELETE" && p.size() == 2) return deleteSe(request, p[1]);
+    return notAllowed();
   } else if (p[0] == "placements" && p.size() == 1) {
     allow = "GET";
     return get ? listPlacements() : notAllowed();
@@ -622,6 +623,33 @@ Response Service::getSe(const std::string& name) {
   Json out = seSummary(*se, store_->placement(), Clock::now());
   out["last_report"] = se->last_report;
   return json(200, out);
+}
+
+// A lost engine stays listed (with its last report) until an operator removes it, say after
+// retiring its machine. One that still reports cannot be removed: it would register again at
+// once; stop it first, and remove it once it is lost.
+Response Service::deleteSe(const Request& request, const std::string& name) {
+  if (!header(request, "if-match").empty()) {
+    return error(400, "If-Match: service engines have no version (only configuration objects do)");
+  }
+  std::lock_guard lock(mu_);
+  std::optional<SeRecord> se = store_->se(name);
+  if (!se) return error(404, "ses/" + name + " not found");
+  if (se->state == "connected") {
+    return error(409, "ses/" + name +
+                          " is connected: stop it first; it can be removed once it is lost (no "
+                          "report for --se-lost-after)");
+  }
+  {
+    Store::Transaction t(*store_);
+    store_->removeSe(name);
+    raise("se_removed", "ses/" + name, name + " removed (it was lost)");
+    t.commit();
+  }
+  live_.erase(name);
+  monitor_->forgetSe(name);
+  spdlog::info("controller: SE {} removed", name);
+  return Response{204, nullptr, {}};
 }
 
 Response Service::listPlacements() {

@@ -85,6 +85,7 @@ class Service {
   Response apply(const Request& request);
   Response listSes();
   Response getSe(const std::string& name);
+  Response deleteSe(const Request& request, const std::string& name);
   Response listPlacements();
   Response vsStatus(const std::string& name);
   Response listEvents(const Request& request);

@@ -201,6 +201,15 @@ void Store::putSe(const SeRecord& se) {
   s.step();
 }
 
+void Store::removeSe(const std::string& name) {
+  Statement s(db_, "DELETE FROM ses WHERE name = ?");
+  s.bind(1, name);
+  s.step();
+  Statement p(db_, "DELETE FROM placements WHERE se = ?");
+  p.bind(1, name);
+  p.step();
+}
+
 Placement Store::placement() {
   Statement s(db_, "SELECT virtual_service, se FROM placements ORDER BY virtual_service, se");
   Placement out;

@@ -92,6 +92,7 @@ class Store {
   std::vector<SeRecord> ses();
   std::optional<SeRecord> se(const std::string& name);
   void putSe(const SeRecord& se);
+  void removeSe(const std::string& name);
 
   Placement placement();
   void setPlacement(const Placement& placement);

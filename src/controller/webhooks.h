@@ -20,8 +20,8 @@ using Json = nlohmann::json;
 
 // The event types a webhook may subscribe to: the controller's own and those the service engines
 // report (health and anomalies).
-inline constexpr std::array<std::string_view, 17> kWebhookEventTypes = {
-    "se_joined",      "se_lost",        "se_returned",    "vs_placed",   "vs_moved",
+inline constexpr std::array<std::string_view, 18> kWebhookEventTypes = {
+    "se_joined",      "se_lost",        "se_returned",    "se_removed",  "vs_placed",   "vs_moved",
     "vs_unplaced",    "config_applied", "config_failed",  "object_changed",
     "health_changed", "server_up",      "server_down",    "pool_up",     "pool_down",
     "vs_up",          "vs_down",        "anomaly"};

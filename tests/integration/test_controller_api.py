@@ -594,5 +594,50 @@ class ServiceEngineTest(ControllerCase):
         self.assertEqual(self.api("GET", "/api/v1/placements")[1]["items"][0]["ses"], [survivor])
 
 
+class SeRemovalTest(ControllerCase):
+    extra = ServiceEngineTest.extra + ("--health-interval", "200ms")
+    register = ServiceEngineTest.register
+
+    def test_removing_a_lost_se(self):
+        self.register("se1", address="10.0.0.1")
+        self.register("se2", address="10.0.0.2")
+        reporter = Reporter(self.c, ["se1", "se2"])
+        self.addCleanup(reporter.stop)
+        wait_until(lambda: all(s["state"] == "connected"
+                               for s in self.api("GET", "/api/v1/ses")[1]["items"]),
+                   timeout=5, message="both SEs connected")
+        # Still reporting: it would register again at once, so it is refused.
+        status, body, _ = self.api("DELETE", "/api/v1/ses/se1")
+        self.assertEqual(status, 409, body)
+        self.assertIn("is connected: stop it first", body["error"])
+        self.assertEqual(self.api("DELETE", "/api/v1/ses/ghost")[0], 404)
+        self.assertEqual(self.api("DELETE", "/api/v1/ses")[0], 405)
+        status, _, _ = self.api("DELETE", "/api/v1/ses/se1", token=READONLY_TOKEN)
+        self.assertEqual(status, 403)
+
+        wait_until(lambda: self.api("GET", "/api/v1/health/se/se1")[0] == 200, timeout=5,
+                   message="a health score for se1")
+
+        reporter.names.discard("se1")
+        wait_until(lambda: self.events(type="se_lost", object="ses/se1"), timeout=5,
+                   message="se_lost event")
+        status, body, _ = self.api("DELETE", "/api/v1/ses/se1", headers={"If-Match": '"3"'})
+        self.assertEqual(status, 400, body)
+        status, body, _ = self.api("DELETE", "/api/v1/ses/se1")
+        self.assertEqual(status, 204, body)
+        self.assertEqual(self.api("GET", "/api/v1/ses/se1")[0], 404)
+        self.assertEqual([s["name"] for s in self.api("GET", "/api/v1/ses")[1]["items"]], ["se2"])
+        removed = self.events(type="se_removed", object="ses/se1")
+        self.assertEqual(len(removed), 1)
+        # Its health score goes with it.
+        status, body, _ = self.api("GET", "/api/v1/health/se/se1")
+        self.assertEqual(status, 404, body)
+        # Once removed it is unknown: reports and config polls say so, and it registers anew.
+        status, _, _ = self.se_api("POST", "/api/v1/se/se1/report", {"acked_revision": 0})
+        self.assertEqual(status, 404)
+        self.register("se1", address="10.0.0.1")
+        self.assertTrue(self.events(type="se_joined", object="ses/se1"))
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -263,6 +263,12 @@ class RoundTrip(CtlTestCase):
         self.assertRegex(err, r"^ballast ctl: 404 .*\n$")
         err = self.fails("delete", "vs", "web")
         self.assertRegex(err, r"^ballast ctl: 404 .*\n$")
+        err = self.fails("delete", "se", "ghost")
+        self.assertRegex(err, r"^ballast ctl: 404 .*\n$")
+        err = self.fails("delete", "se", "ghost", "--if-version", "3", code=2)
+        self.assertIn("--if-version is for configuration objects", err)
+        err = self.fails("delete", "events", "x", code=2)
+        self.assertIn("(kinds: vs, pool, monitor, se_group, se)", err)
         self.apply_document()
 
     def test_8_events_filters(self):
@@ -329,6 +335,14 @@ class WithServiceEngine(CtlTestCase):
         self.assertRegex(out, r"(?m)^  se-1\s+connected\s+\d+\s+\d+")
         self.assertRegex(out, r"(?m)^servers:\n  SERVER\s+se-1\s+SCORE$")
         self.assertRegex(out, r"(?m)^health: (not scored yet|[\d.]+ \((green|yellow|orange|red)\))")
+
+    def test_a_connected_se_cannot_be_deleted(self):
+        def connected():
+            items = json.loads(self.ok("get", "ses", "-o", "json"))["items"]
+            return any(i["name"] == "se-1" and i["state"] == "connected" for i in items)
+        wait_until(connected, timeout=15, interval=0.2, message="se-1 connected")
+        err = self.fails("delete", "se", "se-1")
+        self.assertRegex(err, r"^ballast ctl: 409 ses/se-1 is connected: stop it first")
 
     def test_get_health_lists_scores(self):
         def scored():
@@ -467,7 +481,7 @@ class Errors(CtlTestCase):
             ((), "subcommand is required"),
             (("get", "vs", "-o", "xml"), "xml"),
             (("apply",), "--filename is required"),
-            (("delete", "ses", "se-1"), "unknown kind 'ses'"),
+            (("delete", "placements", "web"), "unknown kind 'placements'"),
             (("delete", "vs"), "name is required"),
             (("status", "pool", "web"), "status takes vs NAME"),
             (("get", "vs", "--bogus"), "--bogus"),

@@ -11,9 +11,9 @@ const API = '/api/v1';
 const POLL_MS = 2000;
 const BANDS = ['green', 'yellow', 'orange', 'red'];
 const EVENT_TYPES = [
-  'se_joined', 'se_lost', 'se_returned', 'vs_placed', 'vs_moved', 'vs_unplaced', 'config_applied',
-  'config_failed', 'object_changed', 'health_changed', 'server_up', 'server_down', 'pool_up',
-  'pool_down', 'vs_up', 'vs_down', 'anomaly',
+  'se_joined', 'se_lost', 'se_returned', 'se_removed', 'vs_placed', 'vs_moved', 'vs_unplaced',
+  'config_applied', 'config_failed', 'object_changed', 'health_changed', 'server_up',
+  'server_down', 'pool_up', 'pool_down', 'vs_up', 'vs_down', 'anomaly',
 ];
 const EVENT_TONES = {
   se_lost: 'bad', config_failed: 'bad', server_down: 'bad', pool_down: 'bad', vs_down: 'bad',
