@@ -36,6 +36,7 @@ struct Options {
   std::string health_window = "30s";
   double health_drop_event = 10;
   uint32_t anomaly_warmup = 12;
+  uint32_t http_threads = 256;
 };
 
 // Thrown for a problem with the arguments: one line on stderr, exit 2.
@@ -124,6 +125,7 @@ int run(const Options& options) {
   service_options.heartbeat_interval =
       readDuration("--heartbeat-interval", options.heartbeat_interval);
   service_options.tls = !options.tls_cert.empty();
+  service_options.max_long_polls = options.http_threads / 2;
   service_options.analytics_db = options.data_dir + "/analytics.db";
   MonitorOptions& monitor = service_options.monitor;
   monitor.health_interval = readDuration("--health-interval", options.health_interval);
@@ -184,8 +186,11 @@ int run(const Options& options) {
 
   Service service(std::move(store), service_options);
 
-  // Config long polls hold a thread each for up to a minute.
-  server->new_task_queue = [] { return new httplib::ThreadPool(128); };
+  // A thread per request, and per keep-alive connection while it lasts: a managed engine holds
+  // up to two (its config long poll, for up to a minute, and its report connection between
+  // heartbeats). Long polls may take half of them (ServiceOptions::max_long_polls).
+  const size_t threads = options.http_threads;
+  server->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   server->set_payload_max_length(kMaxBody);
   // httplib's default adds SO_REUSEPORT, which would let a second controller share the port.
   server->set_socket_options([](int sock) {
@@ -292,6 +297,10 @@ int main(const std::vector<std::string>& args) {
                  "A score falling this many points raises health_changed (default 10)");
   app.add_option("--anomaly-warmup", options.anomaly_warmup,
                  "Health intervals an object's baseline learns before anomalies count (default 12)");
+  app.add_option("--http-threads", options.http_threads,
+                 "Threads serving the API (default 256, at least 16); config long polls of "
+                 "managed engines may hold half of them")
+      ->check(CLI::Range(16, 100000));
   try {
     std::vector<std::string> reversed(args.rbegin(), args.rend());
     app.parse(reversed);

@@ -647,6 +647,7 @@ Response Service::deleteSe(const Request& request, const std::string& name) {
     t.commit();
   }
   live_.erase(name);
+  changed_.notify_all();  // a poll still waiting for it answers 404
   monitor_->forgetSe(name);
   spdlog::info("controller: SE {} removed", name);
   return Response{204, nullptr, {}};
@@ -983,10 +984,16 @@ Response Service::seConfig(const Request& request, const std::string& name) {
   if (live_.find(name) == live_.end()) {
     return error(404, "unknown service engine \"" + name + "\": register first");
   }
-  changed_.wait_until(lock, deadline, [&] {
-    auto it = live_.find(name);
-    return stopping_ || it == live_.end() || it->second.config_revision != known;
-  });
+  // The server's threads are shared with reports and the API: when too many polls wait
+  // already, this one is answered now (the engine asks again a second later).
+  if (wait.count() > 0 && long_polls_ < options_.max_long_polls) {
+    ++long_polls_;
+    changed_.wait_until(lock, deadline, [&] {
+      auto it = live_.find(name);
+      return stopping_ || it == live_.end() || it->second.config_revision != known;
+    });
+    --long_polls_;
+  }
   std::optional<SeRecord> se = store_->se(name);
   if (!se) return error(404, "unknown service engine \"" + name + "\": register first");
   if (se->config_revision == known) return Response{304, nullptr, {}};

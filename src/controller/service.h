@@ -45,6 +45,9 @@ struct ServiceOptions {
   std::chrono::milliseconds se_lost_after{3000};
   std::chrono::milliseconds heartbeat_interval{1000};
   bool tls = false;  // served over HTTPS: dashboard cookies are Secure
+  // Config long polls that may wait at once (each holds a server thread); beyond, a poll is
+  // answered at once, and the engine polls again a second later.
+  size_t max_long_polls = 128;
   std::string analytics_db;  // "" = analytics in memory only
   MonitorOptions monitor;
   NotifierOptions notifier;
@@ -120,6 +123,7 @@ class Service {
   std::mutex mu_;
   std::condition_variable changed_;
   std::map<std::string, Live> live_;  // by SE name
+  size_t long_polls_ = 0;  // waiting now
   bool stopping_ = false;
   std::vector<std::string> shortfalls_;  // last reported, to log changes only
 

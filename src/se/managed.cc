@@ -442,6 +442,7 @@ Json resourcesJson(const ProcessResources& r, const CpuMark& before, std::chrono
 
 constexpr auto kAuthRetry = 10s;
 constexpr auto kLongPollWait = 30s;
+constexpr auto kShortPollInterval = 1s;  // when the controller answers a long poll at once
 
 std::string defaultAddress() {
   // The first IPv4 address of an interface that is up and not loopback.
@@ -770,12 +771,18 @@ void ManagedEngine::followConfig() {
       known = known_;
     }
     std::string query = "?known=" + std::to_string(known) + "&wait=" + std::to_string(kLongPollWait.count());
+    auto asked = std::chrono::steady_clock::now();
     Answer a = poll_link_.get(sePath("/config" + query), kLongPollWait + 10s);
     if (stopping()) break;
     if (a.status == 200 || a.status == 304) {
       problems.succeeded();
       backoff.reset();
       if (a.status == 200) applyDocument(a.body);
+      // "No change" long before the wait is over: the controller did not hold the poll (too
+      // many wait already, or it is stopping); ask again a little later, not at once.
+      if (a.status == 304 && std::chrono::steady_clock::now() - asked < kLongPollWait / 2) {
+        pause(kShortPollInterval);
+      }
       continue;
     }
     if (a.status == 404) {  // the controller does not know this engine (any more)

@@ -594,6 +594,51 @@ class ServiceEngineTest(ControllerCase):
         self.assertEqual(self.api("GET", "/api/v1/placements")[1]["items"][0]["ses"], [survivor])
 
 
+class LongPollLimitTest(ControllerCase):
+    """--http-threads 16: at most 8 config long polls wait at once; the next is answered at once,
+    and the API keeps threads to answer with."""
+    extra = ("--http-threads", "16")
+    register = ServiceEngineTest.register
+    config = ServiceEngineTest.config
+
+    def test_polls_beyond_the_limit_are_answered_at_once(self):
+        names = [f"se{i}" for i in range(9)]
+        known = {}
+        for name in names:
+            self.register(name)
+            status, body, _ = self.config(name, 0)
+            self.assertEqual(status, 200)
+            known[name] = body["revision"]
+        results = {}
+
+        def poll(name):
+            t0 = time.monotonic()
+            status = self.config(name, known[name], wait=4, timeout=15)[0]
+            results[name] = (status, time.monotonic() - t0)
+        waiting = [threading.Thread(target=poll, args=(n,)) for n in names[:8]]
+        for t in waiting:
+            t.start()
+        time.sleep(1)
+        self.assertFalse(results, "a poll within the limit returned before its wait")
+        t0 = time.monotonic()
+        status, _, _ = self.config(names[8], known[names[8]], wait=4, timeout=15)
+        self.assertEqual(status, 304)
+        self.assertLess(time.monotonic() - t0, 1.0, "the ninth poll waited")
+        t0 = time.monotonic()
+        self.assertEqual(self.api("GET", "/api/v1/ses")[0], 200)
+        self.assertLess(time.monotonic() - t0, 1.0, "the API waited behind the polls")
+        for t in waiting:
+            t.join(10)
+        self.assertEqual(sorted(results), sorted(names[:8]))
+        for name, (status, took) in results.items():
+            self.assertEqual(status, 304, name)
+            self.assertGreater(took, 3.5, name)
+        # The polls are over: a new one waits again.
+        t0 = time.monotonic()
+        self.assertEqual(self.config(names[8], known[names[8]], wait=1.5, timeout=15)[0], 304)
+        self.assertGreater(time.monotonic() - t0, 1.3)
+
+
 class SeRemovalTest(ControllerCase):
     extra = ServiceEngineTest.extra + ("--health-interval", "200ms")
     register = ServiceEngineTest.register

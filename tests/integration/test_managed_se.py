@@ -275,6 +275,61 @@ class Failover(ManagedTestCase):
         self.assertEqual(self.placement(), [survivor.name])
 
 
+class PollsNotHeld(ManagedTestCase):
+    """A controller with --http-threads 16 holds at most 8 config long polls; an engine whose poll
+    is answered at once asks again a second later: it still gets its configuration, and does not
+    spin."""
+    controller_args = ("--http-threads", "16")
+
+    def hold_every_long_poll(self):
+        stop = threading.Event()
+
+        def holder(name):
+            code, body, _ = self.ctlr.api("POST", "/api/v1/se/register", {"name": name},
+                                          token=SE_TOKEN)
+            self.assertEqual(code, 200, body)
+            known = 0
+            while not stop.is_set():
+                try:
+                    code, body, _ = self.ctlr.api(
+                        "GET", f"/api/v1/se/{name}/config?known={known}&wait=20", token=SE_TOKEN,
+                        timeout=30)
+                except OSError:  # the controller stopped
+                    return
+                if code == 200:
+                    known = body["revision"]
+                elif code != 304:
+                    return
+        threads = [threading.Thread(target=holder, args=(f"holder-{i}",), daemon=True)
+                   for i in range(8)]
+        for t in threads:
+            t.start()
+        self.addCleanup(stop.set)
+        # The holders never report: once they are lost, placement leaves them out.
+        wait_until(lambda: all(self.ses().get(f"holder-{i}", {}).get("state") == "lost"
+                               for i in range(8)), timeout=10, message="holders lost")
+
+    def test_engine_polls_each_second_when_its_poll_is_not_held(self):
+        self.hold_every_long_poll()
+        a, b = self.backends("a b".split())
+        engine = self.se("se-1")
+        self.wait_registered("se-1")
+        vip = free_port()
+        self.apply(document(vip, [a, b], min_se=1))
+        wait_until(lambda: engine.serves() == ["web"], timeout=5, interval=0.1,
+                   message="se-1 serves web (its polls are answered at once)")
+        # Not spinning on answers that come at once: a poll a second costs next to nothing.
+        ticks = os.sysconf("SC_CLK_TCK")
+
+        def cpu():
+            with open(f"/proc/{engine.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / ticks
+        before = cpu()
+        time.sleep(3)
+        self.assertLess(cpu() - before, 0.15)  # spinning measured 0.45 s here
+
+
 class WithoutController(ManagedTestCase):
     def test_engines_serve_without_the_controller_and_reconnect(self):
         a, b = self.backends("a b".split())
