@@ -17,14 +17,12 @@
 // and removes what expired there (bounded work per call, the whole shard in turn), so entries
 // nobody asks for again do not stay forever.
 #include <array>
-#include <atomic>
 #include <cstring>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
-#include <vector>
 
 #include "state/state_store.h"
 
