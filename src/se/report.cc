@@ -82,6 +82,16 @@ nlohmann::json errorsJson(const uint64_t (&errors)[kErrorKinds]) {
   return j;
 }
 
+// The traffic counters /status and the controller's reports both show, under the same names.
+void addTraffic(nlohmann::json& j, const Totals& t) {
+  j["requests"] = t.requests;
+  j["retries"] = t.retries;
+  j["bytes_in"] = t.bytes_in;
+  j["bytes_out"] = t.bytes_out;
+  j["responses"] = classesJson(t.responses);
+  j["errors"] = errorsJson(t.errors);
+}
+
 // What a server is, for traffic: the first reason it gets none, or "up".
 const char* serverState(const lb::Server& s, uint64_t now_ms) {
   if (!s.enabled) return "disabled";
@@ -173,13 +183,8 @@ std::string renderStatus(const proxy::Snapshot& snapshot, const EngineInfo& info
         {"pool", vs.pool},
         {"max_connections", vs.max_connections},
         {"connections", {{"active", t.connections_active}, {"total", t.connections_total}}},
-        {"requests", t.requests},
-        {"retries", t.retries},
-        {"bytes_in", t.bytes_in},
-        {"bytes_out", t.bytes_out},
-        {"responses", classesJson(t.responses)},
-        {"errors", errorsJson(t.errors)},
     };
+    addTraffic(v, t);
     if (vs.persistence.type != config::PersistenceType::None)
       v["persistence"] = {{"type", config::toString(vs.persistence.type)},
                           {"decisions", persistenceJson(*snapshot.vs_stats[i])}};
@@ -206,7 +211,7 @@ std::string renderStatus(const proxy::Snapshot& snapshot, const EngineInfo& info
         health["reason"] = note.reason;
         health["changed_seconds_ago"] = static_cast<double>(now - note.changed_ms) / 1000.0;
       }
-      servers.push_back({
+      nlohmann::json server = {
           {"id", s.id},
           {"address", s.address_text},
           {"weight", s.weight},
@@ -217,13 +222,9 @@ std::string renderStatus(const proxy::Snapshot& snapshot, const EngineInfo& info
           {"in_flight", t.in_flight},
           {"connections",
            {{"active", t.connections_active}, {"idle", t.connections_idle}, {"total", t.connections_total}}},
-          {"requests", t.requests},
-          {"retries", t.retries},
-          {"bytes_in", t.bytes_in},
-          {"bytes_out", t.bytes_out},
-          {"responses", classesJson(t.responses)},
-          {"errors", errorsJson(t.errors)},
-      });
+      };
+      addTraffic(server, t);
+      servers.push_back(std::move(server));
     }
     nlohmann::json p = {{"name", pool.name},
                         {"lb_algorithm", config::toString(pool.config->lb_algorithm)},
@@ -282,15 +283,11 @@ nlohmann::json serverPhasesJson(const ServerStats& stats) {
 }
 
 nlohmann::json countersJson(const Totals& t) {
-  return {{"connections_total", t.connections_total},
-          {"connections_active", t.connections_active},
-          {"requests", t.requests},
-          {"retries", t.retries},
-          {"bytes_in", t.bytes_in},
-          {"bytes_out", t.bytes_out},
-          {"responses", classesJson(t.responses)},
-          {"errors", errorsJson(t.errors)},
-          {"latency", {{"buckets", t.buckets}, {"sum_us", t.sum_us}}}};
+  nlohmann::json j = {{"connections_total", t.connections_total},
+                      {"connections_active", t.connections_active},
+                      {"latency", {{"buckets", t.buckets}, {"sum_us", t.sum_us}}}};
+  addTraffic(j, t);
+  return j;
 }
 
 }  // namespace
