@@ -643,7 +643,8 @@ bool HttpSession::acquireUpstream(bool allow_pooled) {
     server_ = attempt_.counters();
     attempt_start_us_ = ctx_.loop.nowUs();
     if (allow_pooled) {
-      upstream_conn_ = ctx_.upstreams.take(server->state->key(), server->index, this);
+      upstream_conn_ =
+          ctx_.upstreams.take(server->state->key(), server->index, this, !idempotent(method_));
       if (upstream_conn_ != nullptr) {
         resp_ = Resp::Head;
         upstream_activity_ms_ = ctx_.loop.now();
@@ -915,9 +916,13 @@ void HttpSession::completeResponse() {
 // The server closed (or reset) before its response was complete.
 void HttpSession::onUpstreamClosed(ErrorKind kind) {
   if (!response_started_ && !response_bytes_seen_ && upstream_conn_ != nullptr &&
-      upstream_conn_->reused() && !replay_.empty() && !retried_) {
+      upstream_conn_->reused() && !replay_.empty() && !retried_ && idempotent(method_)) {
     // A pooled connection the server had already closed (the keep-alive race): not the server's
-    // failure, and not a retry; send the request again, once, on a new connection.
+    // failure, and not a retry; send the request again, once, on a new connection. Only when
+    // sending it twice is harmless (RFC 9110 9.2.2): a close after the request was written may
+    // also mean the server took it and failed, and a POST must not be applied twice (RFC 9112
+    // 9.3.1). A request that is not idempotent gets 502 instead; it only takes a pooled connection
+    // that was checked to be still open just before, which leaves that race a few microseconds.
     retried_ = true;
     attempt_.end(std::nullopt);
     --attempts_;

@@ -1,6 +1,9 @@
 #include "proxy/upstream.h"
 
+#include <sys/socket.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include "core/socket.h"
 
@@ -45,9 +48,28 @@ UpstreamConn* UpstreamPool::connect(const SocketAddress& address, std::shared_pt
   return conn;
 }
 
-UpstreamConn* UpstreamPool::take(uint32_t server_key, uint32_t server_index, UpstreamUser* user) {
+namespace {
+
+// An idle connection is still open when reading it would block: no FIN, RST or stray byte came.
+bool stillOpen(int fd) {
+  char byte;
+  for (;;) {
+    ssize_t n = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR) continue;
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+  }
+}
+
+}  // namespace
+
+UpstreamConn* UpstreamPool::take(uint32_t server_key, uint32_t server_index, UpstreamUser* user,
+                                 bool check_open) {
   if (server_key >= idle_heads_.size()) return nullptr;
   UpstreamConn* conn = idle_heads_[server_key];
+  while (conn != nullptr && check_open && !stillOpen(conn->fd_)) {
+    close(conn);
+    conn = idle_heads_[server_key];
+  }
   if (conn == nullptr) return nullptr;
   unlinkIdle(conn);
   conn->idle_timer_.cancel();

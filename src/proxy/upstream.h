@@ -58,8 +58,12 @@ class UpstreamPool {
   // Starts a connection to a server. Returns null with errno set when it fails at once.
   UpstreamConn* connect(const SocketAddress& address, std::shared_ptr<lb::ServerState> state,
                         uint32_t server_index, UpstreamUser* user);
-  // The most recently used idle connection to the server, or null.
-  UpstreamConn* take(uint32_t server_key, uint32_t server_index, UpstreamUser* user);
+  // The most recently released idle connection to the server, or null. With check_open, a
+  // connection the server has closed since the last events were read (its FIN or RST is already
+  // here) is closed and the next one tried: one recv(MSG_PEEK) each, for requests that must not be
+  // sent twice (a request lost in that race could not be replayed).
+  UpstreamConn* take(uint32_t server_key, uint32_t server_index, UpstreamUser* user,
+                     bool check_open = false);
   // Keeps a connection whose last exchange ended cleanly for reuse (or closes it if the pool for
   // its server is full).
   void release(UpstreamConn* conn, const config::ConnectionPoolSettings& settings);

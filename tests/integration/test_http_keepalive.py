@@ -176,6 +176,71 @@ class KeepAlive(BallastTestCase):
     def test_keepalive_race_server_resets_get_retried(self):
         self.keepalive_race(reset=True)
 
+    def test_keepalive_race_post_is_not_sent_twice(self):
+        # The server reads a POST on a reused connection and closes it without answering: it may
+        # have applied it, so the proxy must not send it again (RFC 9112 9.3.1): 502, once.
+        received = []
+        lock = threading.Lock()
+
+        def serve(conn):
+            head, rest = recv_request_head(conn)
+            while head is not None:
+                target = head.split(b" ")[1]
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                while len(rest) < length:
+                    more = conn.recv(65536)
+                    if not more:
+                        return
+                    rest += more
+                rest = rest[length:]
+                with lock:
+                    received.append(target)
+                if target.startswith(b"/pay"):
+                    time.sleep(0.2)        # took it, then failed without answering
+                    return
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                head, rest = recv_request_head(conn, rest)
+        backend = self.track(RawBackend(serve))
+        _, self.port, self.admin = self.start_ballast([backend.address], vs_extra="    retries: 2")
+        for method, body in (("POST", b"amount=1000"), ("PATCH", b"x"), ("POST", None)):
+            c = self.track(HttpConn(self.port))
+            c.request("GET", "/first")                 # leaves a pooled server connection behind
+            self.assertEqual(c.read_response().status, 200)
+            target = f"/pay/{method}/{body is None}"
+            c.request(method, target, body=body)
+            self.assertEqual(c.read_response().status, 502, target)
+            with lock:
+                self.assertEqual(received.count(target.encode()), 1, f"{target} sent {received}")
+        # An idempotent method on the same race is sent again, once, on a new connection.
+        c = self.track(HttpConn(self.port))
+        c.request("GET", "/first")
+        self.assertEqual(c.read_response().status, 200)
+        c.request("PUT", "/pay/put", body=b"v")
+        self.assertEqual(c.read_response().status, 502)   # the new connection fails alike
+        with lock:
+            self.assertEqual(received.count(b"/pay/put"), 2, received)
+
+    def test_post_takes_no_pooled_connection_the_server_closed(self):
+        # The server closes every connection after one response without saying so; its FIN is
+        # in when the next POST comes: the proxy opens a new connection, so no POST fails and none
+        # is sent twice.
+        def respond(req):
+            return ok_response(f"one {req.target}".encode()), "close"
+        self.setup_proxy(respond)
+        c = self.track(HttpConn(self.port))
+        for i in range(20):
+            c.request("POST", f"/p/{i}", body=b"data")
+            r = c.read_response()
+            self.assertEqual((r.status, r.body), (200, f"one /p/{i}".encode()))
+            time.sleep(0.02)   # the server's FIN is in before the next POST (tests/unit: the check)
+        targets = [r.target for r in self.origin.requests]
+        self.assertEqual(targets, [f"/p/{i}" for i in range(20)])
+        self.assertEqual(metric(self.admin, vs_class_key("5xx")), 0)
+
     def test_client_connection_close_honoured(self):
         self.setup_proxy()
         c = self.track(HttpConn(self.port))
