@@ -35,6 +35,11 @@ enum class FieldKind : uint8_t {
   Expect,
   XForwardedFor,
   XForwardedProto,
+  Date,
+  // A name that is one of the fields above that have a '-' with '_' instead (Transfer_Encoding,
+  // X_Forwarded_For): servers behind CGI-style gateways read both the same way, so a client could
+  // smuggle framing or a forged client address past the proxy. Dropped from requests.
+  Lookalike,
 };
 
 struct Field {
@@ -89,6 +94,8 @@ struct ResponseHead {
   bool has_content_length = false;
   uint64_t content_length = 0;
   std::string_view transfer_codings_before_chunked;
+  bool has_transfer_encoding = false;
+  bool has_date = false;
   bool keep_alive = true;           // server will keep the connection open after this response
   bool upgrade = false;             // 101 with "Connection: upgrade" and an Upgrade field
   std::string_view upgrade_value;

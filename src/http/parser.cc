@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <utility>
 
 #include "http/syntax.h"
 
@@ -125,6 +126,40 @@ void rebaseView(std::string_view* v, const char* old_base, size_t old_len, const
 }  // namespace
 
 bool equalsIgnoreCase(std::string_view a, std::string_view b) { return detail::equalsNoCase(a, b); }
+
+namespace {
+
+// Splits "name/version" (version empty when there is none).
+std::pair<std::string_view, std::string_view> protocolParts(std::string_view p) {
+  size_t slash = p.find('/');
+  if (slash == std::string_view::npos) return {p, {}};
+  return {p.substr(0, slash), p.substr(slash + 1)};
+}
+
+bool offers(std::string_view offered, std::string_view protocol) {
+  auto [name, version] = protocolParts(protocol);
+  bool found = false;
+  detail::forEachListElement(offered, [&](std::string_view o) {
+    auto [offered_name, offered_version] = protocolParts(o);
+    found = !name.empty() && detail::equalsNoCase(name, offered_name) &&
+            (version.empty() || offered_version.empty() ||
+             detail::equalsNoCase(version, offered_version));
+    return !found;
+  });
+  return found;
+}
+
+}  // namespace
+
+bool upgradeChosenFromOffer(std::string_view offered, std::string_view chosen) {
+  bool any = false;
+  bool all = detail::forEachListElement(chosen, [&](std::string_view c) {
+    if (c.empty()) return true;
+    any = true;
+    return offers(offered, c);
+  });
+  return any && all;
+}
 
 // ---------------------------------------------------------------------------------------------
 // RequestParser
@@ -301,6 +336,10 @@ ParseStatus RequestParser::finish() {
     Field& f = h.fields[i];
     switch (f.kind) {
       case FieldKind::Other:
+      case FieldKind::Date:
+        break;
+      case FieldKind::Lookalike:
+        f.drop = true;
         break;
       case FieldKind::Host:
         f.drop = true;
@@ -387,8 +426,11 @@ ParseStatus RequestParser::finish() {
 
   if (upgrade_count > 1) return fail(400, "multiple Upgrade fields");
   h.keep_alive = !connection.close && (http11 || connection.keep_alive);
-  // RFC 9110 7.8: Upgrade is ignored in an HTTP/1.0 request.
-  if (http11 && connection.upgrade && upgrade != nullptr && !upgrade->value.empty()) {
+  // RFC 9110 7.8: Upgrade is ignored in an HTTP/1.0 request. An offer of h2c (HTTP/2 over
+  // cleartext) is ignored too (a server may ignore any upgrade): tunnelled, the HTTP/2 requests
+  // that follow would pass the proxy unseen ("h2c smuggling").
+  if (http11 && connection.upgrade && upgrade != nullptr && !upgrade->value.empty() &&
+      !offers(upgrade->value, "h2c")) {
     h.upgrade = true;
     h.upgrade_value = upgrade->value;
   }
@@ -520,6 +562,9 @@ ParseStatus ResponseParser::finish(Method request_method) {
         h.content_length = value;
         break;
       }
+      case FieldKind::Date:
+        h.has_date = true;
+        break;
       case FieldKind::TransferEncoding:
         has_te = true;  // drop decided below: kept as received for a close-delimited body
         if (const char* reason = codings.add(f.value, i)) return fail(reason);
@@ -546,6 +591,7 @@ ParseStatus ResponseParser::finish(Method request_method) {
     }
   }
 
+  h.has_transfer_encoding = has_te;
   if (has_te) {
     // RFC 9112 6.1: Transfer-Encoding in HTTP/1.0 means faulty framing.
     if (!http11) return fail("Transfer-Encoding in an HTTP/1.0 response");

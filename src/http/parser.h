@@ -118,4 +118,9 @@ class ChunkedDecoder {
 // Case-insensitive ASCII comparison.
 bool equalsIgnoreCase(std::string_view a, std::string_view b);
 
+// Upgrade protocols (RFC 9110 7.8, "name[/version]"): whether every protocol of a 101's Upgrade
+// (chosen) is one the request's Upgrade offered (same name, any case; a version in chosen must be
+// the offered one when that names one). A server must not switch to a protocol not offered.
+bool upgradeChosenFromOffer(std::string_view offered, std::string_view chosen);
+
 }  // namespace ballast::http

@@ -3,7 +3,9 @@
 
 #include <array>
 #include <charconv>
+#include <cstdio>
 #include <cstring>
+#include <ctime>
 
 #include "http/syntax.h"
 
@@ -239,6 +241,8 @@ size_t serializeResponseHead(const ResponseHead& head, const ResponseForwarding&
   for (const Field& f : head.fields) {
     if (!f.drop) w.putField(f.name, f.value);
   }
+  // Where a received Date would be, for the head to read back the same.
+  if (!head.has_date && head.status >= 200) w.put(dateField());
   // RFC 9110 8.6: no Content-Length in 1xx and 204 responses.
   if (head.has_content_length && head.status >= 200 && head.status != 204) {
     w.put("Content-Length: ");
@@ -259,6 +263,27 @@ size_t serializeResponseHead(const ResponseHead& head, const ResponseForwarding&
   w.put(fwd.extra_fields);
   w.put("\r\n");
   return w.result();
+}
+
+std::string_view dateField() {
+  // The C library's day and month names follow the locale; HTTP's are fixed.
+  static constexpr const char* kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+  static constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                            "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  thread_local time_t formatted_at = -1;
+  thread_local char text[48];
+  thread_local size_t length = 0;
+  time_t now = ::time(nullptr);
+  if (now != formatted_at) {
+    struct tm t {};
+    ::gmtime_r(&now, &t);
+    int n = std::snprintf(text, sizeof text, "Date: %s, %02d %s %04d %02d:%02d:%02d GMT\r\n",
+                          kDays[t.tm_wday], t.tm_mday, kMonths[t.tm_mon], t.tm_year + 1900,
+                          t.tm_hour, t.tm_min, t.tm_sec);
+    length = n > 0 && static_cast<size_t>(n) < sizeof text ? static_cast<size_t>(n) : 0;
+    formatted_at = now;
+  }
+  return std::string_view(text, length);
 }
 
 size_t writeChunkHeader(size_t n, char* out) {

@@ -97,6 +97,31 @@ bool isKnownCoding(std::string_view c) {
          equalsLower(c, "x-gzip") || equalsLower(c, "x-compress");
 }
 
+// name equals lower (lower case, with '-') when '_' is read as '-', and has a '_'.
+bool underscoredAs(std::string_view name, std::string_view lower) {
+  bool underscore = false;
+  for (size_t i = 0; i < name.size(); ++i) {
+    char c = name[i];
+    if (c == '_') {
+      underscore = true;
+      c = '-';
+    } else if (c >= 'A' && c <= 'Z') {
+      c = static_cast<char>(c - 'A' + 'a');
+    }
+    if (c != lower[i]) return false;
+  }
+  return underscore;
+}
+
+FieldKind lookalikeKind(std::string_view name) {
+  if (name.find('_') == std::string_view::npos) return FieldKind::Other;
+  for (std::string_view managed : {"keep-alive", "content-length", "x-forwarded-for",
+                                   "proxy-connection", "transfer-encoding", "x-forwarded-proto"}) {
+    if (managed.size() == name.size() && underscoredAs(name, managed)) return FieldKind::Lookalike;
+  }
+  return FieldKind::Other;
+}
+
 }  // namespace
 
 FieldKind fieldKind(std::string_view name) {
@@ -106,6 +131,7 @@ FieldKind fieldKind(std::string_view name) {
       break;
     case 4:
       if (equalsLower(name, "host")) return FieldKind::Host;
+      if (equalsLower(name, "date")) return FieldKind::Date;
       break;
     case 6:
       if (equalsLower(name, "expect")) return FieldKind::Expect;
@@ -117,20 +143,20 @@ FieldKind fieldKind(std::string_view name) {
     case 10:
       if (equalsLower(name, "connection")) return FieldKind::Connection;
       if (equalsLower(name, "keep-alive")) return FieldKind::KeepAlive;
-      break;
+      return lookalikeKind(name);
     case 14:
       if (equalsLower(name, "content-length")) return FieldKind::ContentLength;
-      break;
+      return lookalikeKind(name);
     case 15:
       if (equalsLower(name, "x-forwarded-for")) return FieldKind::XForwardedFor;
-      break;
+      return lookalikeKind(name);
     case 16:
       if (equalsLower(name, "proxy-connection")) return FieldKind::ProxyConnection;
-      break;
+      return lookalikeKind(name);
     case 17:
       if (equalsLower(name, "transfer-encoding")) return FieldKind::TransferEncoding;
       if (equalsLower(name, "x-forwarded-proto")) return FieldKind::XForwardedProto;
-      break;
+      return lookalikeKind(name);
     default:
       break;
   }

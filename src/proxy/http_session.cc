@@ -417,6 +417,7 @@ void HttpSession::startExchange() {
   // A virtual service gone with a reload answers this request, then closes.
   keep_alive_ = head.keep_alive && !ctx_.draining && !slot_->retired;
   upgrade_requested_ = head.upgrade;
+  if (head.upgrade) upgrade_offer_.assign(head.upgrade_value);
   request_body_ = head.body;
   request_left_ = head.content_length;
   response_started_ = false;
@@ -752,7 +753,8 @@ void HttpSession::handleResponseHead() {
   auto wait_for_client = [this] { response_parser_.reset(); };
   int status = head.status;
   if (status == 101) {
-    if (!upgrade_requested_ || !head.upgrade) {
+    if (!upgrade_requested_ || !head.upgrade ||
+        !http::upgradeChosenFromOffer(upgrade_offer_, head.upgrade_value)) {
       attemptFailed(ErrorKind::BadResponse);
       return;
     }
@@ -778,9 +780,13 @@ void HttpSession::handleResponseHead() {
   // received, leaves the client connection in a state only a close resolves.
   if (req_ == Req::Body || response_body_ == http::BodyKind::UntilClose) keep_alive_ = false;
   if (ctx_.draining) keep_alive_ = false;
+  // A 1.0 client knows no transfer coding (RFC 9112 6.1: none is sent to it). A close-delimited
+  // body under one (gzip without chunked) could not be undone here.
+  if (client_http10_ && response_body_ == http::BodyKind::UntilClose && head.has_transfer_encoding)
+    return attemptFailed(ErrorKind::BadResponse);
   if (client_http10_ && response_body_ == http::BodyKind::Chunked) {
-    // A 1.0 client knows no transfer coding: the body goes out unframed, ended by the close.
-    // Other codings under the chunked one could not be undone here.
+    // The body goes out unframed, ended by the close. Other codings under the chunked one could
+    // not be undone here either.
     if (!head.transfer_codings_before_chunked.empty()) return attemptFailed(ErrorKind::BadResponse);
     dechunk_ = true;
     keep_alive_ = false;
@@ -1036,7 +1042,10 @@ void HttpSession::respondError(int status, ErrorKind kind) {
   cout_.clear();
   std::string_view response = http::errorResponse(status);
   if (head_only) response = response.substr(0, response.find("\r\n\r\n") + 4);  // no body
-  cout_.append(response);
+  size_t status_line = response.find("\r\n") + 2;
+  cout_.append(response.substr(0, status_line));
+  cout_.append(http::dateField());  // RFC 9110 6.6.1
+  cout_.append(response.substr(status_line));
   logAccess(unconsumed);
   ++progress_;
 }

@@ -117,6 +117,7 @@ class HttpSession final : public Session, public IoHandler, public UpstreamUser,
   bool client_http10_ = false;
   bool keep_alive_ = true;    // the client connection may stay open after this exchange
   bool upgrade_requested_ = false;
+  std::string upgrade_offer_;  // the request's Upgrade value (a 101 must choose from it)
   http::BodyKind request_body_ = http::BodyKind::None;
   uint64_t request_left_ = 0;
   http::BodyKind response_body_ = http::BodyKind::None;

@@ -284,6 +284,46 @@ class Forwarding(BallastTestCase):
             self.assertTrue(closed)
             self.assertEqual(data, body)
 
+    def test_http10_client_gets_no_other_transfer_coding(self):
+        # RFC 9112 6.1: no Transfer-Encoding to an HTTP/1.0 client; a body under gzip (no chunked,
+        # close-delimited) cannot be undone by the proxy: 502, and an HTTP/1.1 client gets it as is.
+        def respond(req):
+            return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nGZIPPED", "close"
+        self.setup_proxy(respond, vs_extra="    retries: 0")
+        c = self.track(HttpConn(self.port))
+        c.send(b"GET /x HTTP/1.0\r\nHost: t\r\n\r\n")
+        r = c.read_response()
+        self.assertEqual(r.status, 502)
+        self.assertNotIn(b"GZIPPED", r.body)
+        c = self.track(HttpConn(self.port))
+        c.send(b"GET /y HTTP/1.1\r\nHost: t\r\n\r\n")
+        r = c.read_head()
+        self.assertEqual(r.header("transfer-encoding"), "gzip", r.raw_head)
+        self.assertEqual(c.wait_closed(10), (True, b"GZIPPED"))
+
+    def test_date_added_to_responses_without_one(self):
+        # RFC 9110 6.6.1: a proxy with a clock adds Date to a response it forwards without one, and
+        # Ballast's own responses carry one; a server's own Date is kept as it is.
+        def respond(req):
+            if req.target == "/dated":
+                return ok_response(b"d", headers=[("Date", "Sun, 06 Nov 1994 08:49:37 GMT")])
+            return ok_response(b"u")
+        self.setup_proxy(respond)
+        imf = r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d\d:\d\d:\d\d GMT$"
+        c = self.track(HttpConn(self.port))
+        c.request("GET", "/undated")
+        r = c.read_response()
+        self.assertEqual(r.raw_head.lower().count(b"\r\ndate:"), 1, r.raw_head)
+        self.assertRegex(r.header("date"), imf)
+        c.request("GET", "/dated")
+        r = c.read_response()
+        self.assertEqual(r.header("date"), "Sun, 06 Nov 1994 08:49:37 GMT")
+        self.assertEqual(r.raw_head.lower().count(b"\r\ndate:"), 1, r.raw_head)
+        c.send(b"GET /bad HTTP/1.1\r\n\r\n")  # no Host: Ballast's own 400
+        r = c.read_response()
+        self.assertEqual(r.status, 400)
+        self.assertRegex(r.header("date"), imf)
+
 
 if __name__ == "__main__":
     unittest.main()

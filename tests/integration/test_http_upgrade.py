@@ -86,6 +86,37 @@ class Upgrade(BallastTestCase):
         self.assertEqual(data, b"bye" * 1000)
         self.assertTrue(closed)
 
+    def test_101_to_a_protocol_not_offered_is_502(self):
+        # RFC 9110 7.8: a server must not switch to a protocol the client did not offer.
+        def serve(conn):
+            head, _ = recv_request_head(conn)
+            if head is not None:
+                conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: foo\r\n"
+                             b"Connection: Upgrade\r\n\r\nfoo protocol bytes")
+        backend = self.track(RawBackend(serve))
+        _, port, admin = self.start_ballast([backend.address], vs_extra="    retries: 0")
+        c = self.track(HttpConn(port))
+        c.send(UPGRADE_REQ)
+        r = c.read_response()
+        self.assertEqual(r.status, 502)
+        self.assertNotIn(b"foo protocol", r.body)
+        self.assertEqual(metric(admin, vs_error_key("bad_response")), 1)
+
+    def test_h2c_upgrade_is_not_tunnelled(self):
+        # Tunnelled, the HTTP/2 requests after an h2c upgrade would pass the proxy unseen: the
+        # offer is dropped and the request is served as HTTP/1.1.
+        origin = self.track(HttpOrigin("o"))
+        _, port, _ = self.start_ballast([origin.address])
+        c = self.track(HttpConn(port))
+        c.send(b"GET /h2c HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+               b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n")
+        r = c.read_response()
+        self.assertEqual((r.status, r.body), (200, b"o GET /h2c"))
+        names = [k.lower() for k, _ in origin.requests[0].headers]
+        self.assertNotIn("upgrade", names)
+        self.assertNotIn("http2-settings", names)
+        self.assertTrue(c.is_open(0.2))
+
     def test_unsolicited_101_is_502(self):
         def serve(conn):
             while True:

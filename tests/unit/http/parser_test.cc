@@ -441,6 +441,34 @@ TEST_F(RequestHeadTest, Upgrade) {
       parse("GET / HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n").upgrade);
 }
 
+TEST_F(RequestHeadTest, H2cUpgradeIsIgnored) {
+  // Tunnelled, the HTTP/2 requests after an h2c upgrade would pass the proxy unseen.
+  for (const char* offer : {"h2c", "H2C", "websocket, h2c"}) {
+    const RequestHead& h = parse(std::string("GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, "
+                                             "HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n"
+                                             "Upgrade: ") + offer + "\r\n\r\n");
+    EXPECT_FALSE(h.upgrade) << offer;
+    EXPECT_TRUE(find("Upgrade")->drop);
+    EXPECT_TRUE(find("HTTP2-Settings")->drop);
+  }
+  EXPECT_TRUE(parse("GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: h2\r\n\r\n").upgrade);
+}
+
+TEST(UpgradeChoice, A101MustChooseAnOfferedProtocol) {
+  EXPECT_TRUE(upgradeChosenFromOffer("websocket", "websocket"));
+  EXPECT_TRUE(upgradeChosenFromOffer("websocket", "WebSocket"));
+  EXPECT_TRUE(upgradeChosenFromOffer("foo/2, websocket", "websocket"));
+  EXPECT_TRUE(upgradeChosenFromOffer("foo/2", "foo/2"));
+  EXPECT_TRUE(upgradeChosenFromOffer("foo", "foo/2"));  // no version offered: any
+  EXPECT_TRUE(upgradeChosenFromOffer("foo/2", "foo"));
+  EXPECT_FALSE(upgradeChosenFromOffer("foo/2", "foo/3"));
+  EXPECT_FALSE(upgradeChosenFromOffer("websocket", "foo"));
+  EXPECT_FALSE(upgradeChosenFromOffer("websocket", "websocket, foo"));
+  EXPECT_FALSE(upgradeChosenFromOffer("websocket", ""));
+  EXPECT_FALSE(upgradeChosenFromOffer("websocket", "websocketx"));
+  EXPECT_FALSE(upgradeChosenFromOffer("websocket", "/"));
+}
+
 TEST_F(RequestHeadTest, ContentLengthNormalised) {
   const RequestHead& h = parse("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 7 , 7,7\r\n\r\n");
   EXPECT_EQ(h.body, BodyKind::ContentLength);

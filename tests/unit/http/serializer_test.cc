@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <regex>
 #include <string>
 
 #include "http/parser.h"
@@ -45,6 +46,17 @@ TEST_F(RequestSerializerTest, HopByHopRemovedAndForwardedAppended) {
             "X-Forwarded-For: 198.51.100.1, 198.51.100.2, 198.51.100.3, 192.0.2.9\r\n"
             "X-Forwarded-Proto: http\r\n"
             "\r\n");
+}
+
+TEST_F(RequestSerializerTest, UnderscoredLookalikesOfManagedFieldsAreDropped) {
+  // A CGI-style server reads Transfer_Encoding as Transfer-Encoding, X_Forwarded_For as
+  // X-Forwarded-For: they would bypass the proxy's framing and its client address.
+  EXPECT_EQ(forward("POST / HTTP/1.1\r\nHost: h\r\nTransfer_Encoding: chunked\r\n"
+                    "Content_Length: 9\r\nx_forwarded_FOR: 10.0.0.1\r\nX_Forwarded_Proto: https\r\n"
+                    "Keep_Alive: 1\r\nProxy_Connection: x\r\nX_Client_Id: kept\r\n"
+                    "X-Forwarded_For_Me: kept\r\nContent-Length: 0\r\n\r\n"),
+            "POST / HTTP/1.1\r\nHost: h\r\nX_Client_Id: kept\r\nX-Forwarded_For_Me: kept\r\n"
+            "X-Forwarded-For: 192.0.2.9\r\nX-Forwarded-Proto: http\r\nContent-Length: 0\r\n\r\n");
 }
 
 TEST_F(RequestSerializerTest, AbsoluteFormBecomesOriginFormWithItsAuthority) {
@@ -132,7 +144,19 @@ class ResponseSerializerTest : public ::testing::Test {
     char out[4096];
     const size_t n = serializeResponseHead(parser_.head(), fwd, out, sizeof out);
     EXPECT_GT(n, 0u);
-    return std::string(out, n);
+    return withDateMasked(std::string(out, n));
+  }
+  // The Date field Ballast adds becomes "Date: *" once its form is checked (it changes each second).
+  static std::string withDateMasked(std::string head) {
+    size_t at = head.find("\r\nDate: ");
+    if (at == std::string::npos) return head;
+    size_t end = head.find("\r\n", at + 2);
+    std::string value = head.substr(at + 8, end - at - 8);
+    EXPECT_TRUE(std::regex_match(value, std::regex(R"((Mon|Tue|Wed|Thu|Fri|Sat|Sun), [0-3][0-9] )"
+                                                   R"((Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) )"
+                                                   R"(20[0-9][0-9] [0-2][0-9]:[0-5][0-9]:[0-6][0-9] GMT)")))
+        << value;
+    return head.replace(at + 8, end - at - 8, "*");
   }
   ResponseParser parser_{Limits{}};
 };
@@ -142,41 +166,52 @@ TEST_F(ResponseSerializerTest, HopByHopRemoved) {
       forward("HTTP/1.1 200 OK\r\nServer: s\r\nConnection: keep-alive, X-Internal\r\n"
               "Keep-Alive: timeout=5\r\nX-Internal: 1\r\nContent-Length: 12\r\n"
               "Content-Type:  text/html \r\n\r\n"),
-      "HTTP/1.1 200 OK\r\nServer: s\r\nContent-Type: text/html\r\nContent-Length: 12\r\n\r\n");
+      "HTTP/1.1 200 OK\r\nServer: s\r\nContent-Type: text/html\r\nDate: *\r\n"
+      "Content-Length: 12\r\n\r\n");
 }
 
 TEST_F(ResponseSerializerTest, ConnectionPerForwarding) {
   const std::string in = "HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n";
   EXPECT_EQ(forward(in, {.close = true}),
-            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n");
+            "HTTP/1.1 200 OK\r\nDate: *\r\nContent-Length: 2\r\nConnection: close\r\n\r\n");
   EXPECT_EQ(forward(in, {.client_http10 = true}),
-            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n");
-  EXPECT_EQ(forward(in), "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n");
+            "HTTP/1.1 200 OK\r\nDate: *\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n");
+  EXPECT_EQ(forward(in), "HTTP/1.1 200 OK\r\nDate: *\r\nContent-Length: 2\r\n\r\n");
 }
 
 TEST_F(ResponseSerializerTest, Chunked) {
   const std::string in =
       "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nTrailer: X-Sum\r\n\r\n";
-  EXPECT_EQ(forward(in), "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
+  EXPECT_EQ(forward(in), "HTTP/1.1 200 OK\r\nDate: *\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
   EXPECT_EQ(forward(in, {.close = true, .client_http10 = true, .dechunk = true}),
-            "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+            "HTTP/1.1 200 OK\r\nDate: *\r\nConnection: close\r\n\r\n");
 }
 
 TEST_F(ResponseSerializerTest, CloseDelimitedKeepsItsFraming) {
   EXPECT_EQ(forward("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", {.close = true}),
-            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nConnection: close\r\n\r\n");
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nDate: *\r\nConnection: close\r\n\r\n");
 }
 
 TEST_F(ResponseSerializerTest, ContentLengthRules) {
   EXPECT_EQ(forward("HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"),
-            "HTTP/1.1 204 No Content\r\n\r\n");
+            "HTTP/1.1 204 No Content\r\nDate: *\r\n\r\n");
   EXPECT_EQ(forward("HTTP/1.1 304 Not Modified\r\nContent-Length: 7\r\nETag: \"x\"\r\n\r\n"),
-            "HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\nContent-Length: 7\r\n\r\n");
+            "HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\nDate: *\r\nContent-Length: 7\r\n\r\n");
   EXPECT_EQ(forward("HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", {}, Method::Head),
-            "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n");
+            "HTTP/1.1 200 OK\r\nDate: *\r\nContent-Length: 7\r\n\r\n");
   EXPECT_EQ(forward("HTTP/1.1 100 Continue\r\n\r\n"), "HTTP/1.1 100 Continue\r\n\r\n");
   EXPECT_EQ(forward("HTTP/1.1 200\r\nContent-Length: 3, 3\r\n\r\n"),
-            "HTTP/1.1 200 \r\nContent-Length: 3\r\n\r\n");
+            "HTTP/1.1 200 \r\nDate: *\r\nContent-Length: 3\r\n\r\n");
+}
+
+TEST_F(ResponseSerializerTest, DateAddedOnlyWhenMissing) {
+  // RFC 9110 6.6.1: a recipient with a clock adds Date to a response it forwards without one.
+  EXPECT_EQ(forward("HTTP/1.1 200 OK\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 0\r\n\r\n"),
+            "HTTP/1.1 200 OK\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 0\r\n\r\n");
+  EXPECT_EQ(forward("HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"),
+            "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n");  // interim: none needed
+  EXPECT_EQ(forward("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
+            "HTTP/1.1 404 Not Found\r\nDate: *\r\nContent-Length: 0\r\n\r\n");
 }
 
 TEST_F(ResponseSerializerTest, Upgrade) {
