@@ -70,7 +70,13 @@ class AdminServer::Connection final : public IoHandler, public TimerHandler, pub
         if (in_.size() < need) continue;
         consumed_ = need;
         keep_alive_ = h.keep_alive;
-        std::string response = server_.route(h.method, h.forward_target, keep_alive_);
+        std::string response;
+        try {
+          response = server_.route(h.method, h.forward_target, keep_alive_);
+        } catch (const std::exception& e) {  // one bad request must not take the listener down
+          spdlog::error("admin: {} {}: {}", h.method, h.forward_target, e.what());
+          return fail(500);
+        }
         return respond(std::move(response));
       }
     }

@@ -27,7 +27,7 @@ void EventLog::emit(Event event) {
   line["time"] = utcNow();
   line["event"] = event.type;
   for (auto& [k, v] : event.fields) line[k] = v;
-  std::string text = line.dump();
+  std::string text = line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   {
     std::lock_guard<std::mutex> lock(mutex_);
     events_.push_back(text);

@@ -369,7 +369,8 @@ class ControllerLink {
   }
   Answer post(const std::string& path, const Json& body) {
     client_.set_read_timeout(5s);
-    return answer(client_.Post(path, body.dump(), "application/json"));
+    std::string text = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    return answer(client_.Post(path, text, "application/json"));
   }
   // From another thread: ends the request in progress (if any) at once.
   void cancel() { client_.stop(); }

@@ -241,7 +241,7 @@ std::string renderStatus(const proxy::Snapshot& snapshot, const EngineInfo& info
     j["pools"].push_back(std::move(p));
   }
   j["events"] = info.events;
-  return j.dump(2) + "\n";
+  return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
 namespace {
@@ -375,7 +375,7 @@ std::string renderState(const proxy::Snapshot& snapshot, const EngineInfo& info,
     e["cached"] = entry->cached ? nlohmann::json(*entry->cached) : nlohmann::json(nullptr);
     j["entry"] = std::move(e);
   }
-  return j.dump(2) + "\n";
+  return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
 std::string renderMetrics(const proxy::Snapshot& snapshot, const EngineInfo& info) {

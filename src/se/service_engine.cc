@@ -210,7 +210,8 @@ bool ServiceEngine::start(std::string* error) {
         [this] {
           ReloadResult r = reload();
           nlohmann::json j{{"ok", r.ok}, {"errors", r.errors}, {"notes", r.notes}};
-          return std::make_pair(r.ok, j.dump(2) + "\n");
+          return std::make_pair(
+              r.ok, j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
         }});
     if (!admin_->start(*config_->se.admin, error)) {
       admin_.reset();

@@ -341,6 +341,24 @@ class ClientIpTcp(PersistenceTestCase):
 
 
 class Inspection(PersistenceTestCase):
+    def test_state_of_a_key_that_is_not_utf8(self):
+        # Client keys are header bytes (obs-text allowed): /state must answer valid JSON for them
+        # and the admin listener must stay up.
+        redis = self.start_redis()
+        backs = self.start_backends("ab")
+        e, = self.start_engines(1, [x.address for x in backs], HEADER, redis)
+        wait_store_connected(e)
+        res = pipelined_to(e.host, e.port, [keyed_request("caf\xe9\xff")], conns=1)
+        self.assertEqual(res[0][0], 200, res)
+        for path in ("/state?key=vs:caf%E9%FF", "/state?key=vs:%FF%FE"):
+            code, body = admin_get(e.admin, path)
+            self.assertEqual(code, 200, body)
+            entry = json.loads(body)["entry"]
+            self.assertIn("\ufffd", entry["key"])
+        self.assertEqual(json.loads(admin_get(e.admin, "/state?key=vs:caf%E9%FF")[1])["entry"]["store"]["value"],
+                         self.ids[backend_name(res[0][1])])
+        self.assertEqual(status(e.admin)["state"], "running")
+
     def test_state_cli_and_metrics(self):
         redis = self.start_redis()
         backs = self.start_backends("abc")
