@@ -11,6 +11,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <initializer_list>
@@ -773,8 +774,18 @@ class Loader {
     if (const Field* f =
             forTypes("cookie", {PersistenceType::HttpCookie, PersistenceType::AppCookie},
                      "http_cookie or app_cookie")) {
+      auto prefixed = [](const std::string& name, std::string_view prefix) {
+        return name.size() >= prefix.size() &&
+               std::equal(prefix.begin(), prefix.end(), name.begin(),
+                          [](char a, char b) { return std::tolower(a) == std::tolower(b); });
+      };
       if (f->value.IsScalar() && isToken(f->value.Scalar())) {
         persistence->cookie = f->value.Scalar();
+        // Browsers accept these names only with Secure, which needs HTTPS (not yet served).
+        if (type == PersistenceType::HttpCookie &&
+            (prefixed(persistence->cookie, "__Host-") || prefixed(persistence->cookie, "__Secure-")))
+          errors_.add(*f, "a __Host- or __Secure- cookie needs the Secure attribute, which "
+                          "needs HTTPS: browsers would drop it");
       } else {
         errors_.add(*f, std::string("expected a cookie name (a token of ") + kTokenChars + ")");
       }

@@ -7,6 +7,8 @@
 #include <cstring>
 #include <ctime>
 
+#include "http/cookie.h"
+#include "http/parser.h"
 #include "http/syntax.h"
 
 namespace ballast::http {
@@ -239,7 +241,11 @@ size_t serializeResponseHead(const ResponseHead& head, const ResponseForwarding&
   w.put(head.reason);
   w.put("\r\n");
   for (const Field& f : head.fields) {
-    if (!f.drop) w.putField(f.name, f.value);
+    if (f.drop) continue;
+    if (!fwd.own_cookie.empty() && equalsIgnoreCase(f.name, "set-cookie") &&
+        setCookieName(f.value) == fwd.own_cookie)
+      continue;
+    w.putField(f.name, f.value);
   }
   // Where a received Date would be, for the head to read back the same.
   if (!head.has_date && head.status >= 200) w.put(dateField());

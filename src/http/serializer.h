@@ -28,6 +28,9 @@ struct ResponseForwarding {
   bool client_http10 = false;  // 1.0 client kept alive: "Connection: keep-alive"
   bool dechunk = false;    // body is sent without chunk framing (1.0 client): no Transfer-Encoding
   std::string_view extra_fields;  // complete field lines Ballast adds ("Set-Cookie: a=b\r\n")
+  // A cookie Ballast sets itself: the server's Set-Cookie of that name is not forwarded (one
+  // response must not set a cookie twice, RFC 6265 4.1.1; the client keeps Ballast's).
+  std::string_view own_cookie;
 };
 
 // Writes the head to send downstream. Returns the length, or 0 if cap is too small.

@@ -114,12 +114,14 @@ bool EntryCache::lookup(std::string_view key, uint64_t hash, uint64_t now_ms, En
   return true;
 }
 
-void EntryCache::insert(std::string_view key, uint64_t hash, std::string_view value,
-                        uint64_t expires_ms, uint64_t now_ms) {
+void EntryCache::insertIf(std::string_view key, uint64_t hash, std::string_view value,
+                          uint64_t expires_ms, uint64_t now_ms, const uint64_t* unless_past_epoch) {
   if (capacity_ == 0) return;
   Place p = place(hash);
   Shard& s = *p.shard;
   std::lock_guard<std::mutex> lock(s.mutex);
+  if (unless_past_epoch != nullptr && epoch_.load(std::memory_order_acquire) != *unless_past_epoch)
+    return;
   if (!s.sets) {
     Set* sets = reinterpret_cast<Set*>(region_ + (p.shard - shards_.get()) * sets_per_shard_ *
                                                      sizeof(Set));
@@ -167,6 +169,7 @@ void EntryCache::refreshed(std::string_view key, uint64_t expires_ms, uint64_t n
 
 void EntryCache::invalidate(std::string_view key) {
   if (capacity_ == 0) return;
+  epoch_.fetch_add(1, std::memory_order_acq_rel);  // before the lock: see insertIf()
   Place p = place(hash(key));
   Shard& s = *p.shard;
   std::lock_guard<std::mutex> lock(s.mutex);

@@ -51,7 +51,17 @@ class EntryCache {
     insert(key, hash(key), value, expires_ms, now_ms);
   }
   void insert(std::string_view key, uint64_t hash, std::string_view value, uint64_t expires_ms,
-              uint64_t now_ms);
+              uint64_t now_ms) {
+    insertIf(key, hash, value, expires_ms, now_ms, nullptr);
+  }
+  // Invalidations so far. A value read from the store before an invalidation may be older than
+  // the change it announced: insertUnlessInvalidated() does not keep it.
+  uint64_t epoch() const { return epoch_.load(std::memory_order_acquire); }
+  // insert(), unless invalidate() was called since epoch() returned `epoch`.
+  void insertUnlessInvalidated(std::string_view key, uint64_t hash, std::string_view value,
+                               uint64_t expires_ms, uint64_t now_ms, uint64_t epoch) {
+    insertIf(key, hash, value, expires_ms, now_ms, &epoch);
+  }
   // The store's copy got a new lifetime: so does this one.
   void refreshed(std::string_view key, uint64_t expires_ms, uint64_t now_ms);
   void invalidate(std::string_view key);
@@ -124,6 +134,12 @@ class EntryCache {
     counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   }
 
+  void insertIf(std::string_view key, uint64_t hash, std::string_view value, uint64_t expires_ms,
+                uint64_t now_ms, const uint64_t* unless_past_epoch);
+
+  // Counted before an invalidation takes its shard's lock, and read under that lock by an insert
+  // that must not bring back what was invalidated.
+  std::atomic<uint64_t> epoch_{0};
   size_t sets_per_shard_;
   size_t capacity_;
   std::unique_ptr<Shard[]> shards_;

@@ -5,14 +5,35 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <ctime>
 
 #include "core/socket.h"
+#include "http/cookie.h"
 #include "http/serializer.h"
 #include "proxy/access_record.h"
 
 namespace ballast::proxy {
 
 namespace {
+// A field that may come in several lines, as one list (RFC 9110 5.3: "X: a" + "X: b" means
+// "X: a, b"): the non-empty values joined with ", " into *joined when there are several.
+std::string_view fieldList(const http::RequestHead& head, std::string_view name,
+                           std::string* joined) {
+  std::string_view first;
+  bool several = false;
+  for (const http::Field& f : head.fields) {
+    if (f.value.empty() || !http::equalsIgnoreCase(f.name, name)) continue;
+    if (first.empty()) {
+      first = f.value;
+    } else {
+      if (!several) joined->assign(first);
+      several = true;
+      joined->append(", ").append(f.value);
+    }
+  }
+  return several ? std::string_view(*joined) : first;
+}
+
 constexpr uint64_t kLingerMs = 2000;
 constexpr int kRoundsPerEvent = 16;
 // Room kept free in cout_/uout_ for chunk framing around a payload span.
@@ -522,13 +543,11 @@ std::string HttpSession::persistenceOnResponse(const http::ResponseHead& head) {
   if (p.type == config::PersistenceType::AppCookie && ctx_.persistence != nullptr) {
     for (const http::Field& f : head.fields) {
       if (!http::equalsIgnoreCase(f.name, "set-cookie")) continue;
-      std::string_view pair = f.value.substr(0, f.value.find(';'));
-      size_t eq = pair.find('=');
-      if (eq == std::string_view::npos || pair.substr(0, eq) != p.cookie) continue;
-      std::string_view value = pair.substr(eq + 1);
-      if (!value.empty())
-        ctx_.persistence->learn(*service_, "persist:" + service_->config.name + ":" + std::string(value),
-                                *server_ref_);
+      std::optional<http::SetCookie> c = http::parseSetCookie(f.value, std::time(nullptr));
+      // A cookie the server deletes (Max-Age=0, an Expires in the past) names no session.
+      if (!c || c->name != p.cookie || c->value.empty() || c->expires_now) continue;
+      ctx_.persistence->learn(
+          *service_, "persist:" + service_->config.name + ":" + std::string(c->value), *server_ref_);
     }
   }
   return {};
@@ -542,7 +561,7 @@ void HttpSession::persistenceKey(const http::RequestHead& head) {
   const config::Persistence& p = service_->config.persistence;
   persist_key_.clear();
   std::string_view key;
-  std::string ip;
+  std::string ip;  // the key's storage when it is built (a client address, a joined field)
   switch (p.type) {
     case config::PersistenceType::None:
       return;
@@ -551,11 +570,7 @@ void HttpSession::persistenceKey(const http::RequestHead& head) {
       key = ip;
       break;
     case config::PersistenceType::HttpHeader:
-      for (const http::Field& f : head.fields)
-        if (http::equalsIgnoreCase(f.name, p.header)) {
-          key = f.value;
-          break;
-        }
+      key = fieldList(head, p.header, &ip);
       break;
     case config::PersistenceType::HttpCookie: {
       // Our cookie names the server directly: no store needed while it can be used.
@@ -585,6 +600,7 @@ void HttpSession::persistenceKey(const http::RequestHead& head) {
 bool HttpSession::hashRequest(const http::RequestHead& head, uint64_t* hash) const {
   const config::HashKey& key = service_->pool.config->hash_key;
   std::string_view value;
+  std::string joined;
   switch (key.type) {
     case config::HashKeyType::ClientIp:
       value = client_ip_;
@@ -593,11 +609,7 @@ bool HttpSession::hashRequest(const http::RequestHead& head, uint64_t* hash) con
       value = head.forward_target.substr(0, head.forward_target.find('?'));
       break;
     case config::HashKeyType::Header:
-      for (const http::Field& f : head.fields)
-        if (http::equalsIgnoreCase(f.name, key.name)) {
-          value = f.value;
-          break;
-        }
+      value = fieldList(head, key.name, &joined);
       break;
     case config::HashKeyType::Cookie:
       value = cookieValue(head, key.name);
@@ -609,18 +621,10 @@ bool HttpSession::hashRequest(const http::RequestHead& head, uint64_t* hash) con
 }
 
 std::string_view HttpSession::cookieValue(const http::RequestHead& head, std::string_view name) {
-  // Cookie: a=1; b=2 (RFC 6265 5.4); several Cookie fields are possible.
+  // Cookie: a=1; b=2 (RFC 6265 5.4); several Cookie fields are possible: the first match counts.
   for (const http::Field& f : head.fields) {
     if (!http::equalsIgnoreCase(f.name, "cookie")) continue;
-    std::string_view rest = f.value;
-    while (!rest.empty()) {
-      size_t end = rest.find(';');
-      std::string_view pair = rest.substr(0, end);
-      rest = end == std::string_view::npos ? std::string_view() : rest.substr(end + 1);
-      while (!pair.empty() && pair.front() == ' ') pair.remove_prefix(1);
-      size_t eq = pair.find('=');
-      if (eq != std::string_view::npos && pair.substr(0, eq) == name) return pair.substr(eq + 1);
-    }
+    if (std::optional<std::string_view> v = http::cookieIn(f.value, name)) return *v;
   }
   return {};
 }
@@ -797,6 +801,8 @@ void HttpSession::handleResponseHead() {
   fwd.dechunk = dechunk_;
   std::string set_cookie = persistenceOnResponse(head);
   fwd.extra_fields = set_cookie;
+  if (service_->config.persistence.type == config::PersistenceType::HttpCookie)
+    fwd.own_cookie = service_->config.persistence.cookie;
   cout_.compact();
   size_t n = http::serializeResponseHead(head, fwd, cout_.writePtr(), cout_.writable());
   if (n == 0) {

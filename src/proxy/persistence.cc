@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 
 #include <cstdio>
+#include <unordered_set>
 
 #include "lb/balancer.h"
 #include "proxy/service.h"
@@ -33,6 +34,7 @@ void PersistenceShared::remember(Pending p) {
     pending_dropped.fetch_add(1, std::memory_order_relaxed);
   }
   pending_.push_back(std::move(p));
+  pending_count_.store(pending_.size(), std::memory_order_relaxed);
 }
 
 std::vector<PersistenceShared::Pending> PersistenceShared::takePending() {
@@ -40,6 +42,7 @@ std::vector<PersistenceShared::Pending> PersistenceShared::takePending() {
   std::vector<Pending> out(std::make_move_iterator(pending_.begin()),
                            std::make_move_iterator(pending_.end()));
   pending_.clear();
+  pending_count_.store(0, std::memory_order_relaxed);
   return out;
 }
 
@@ -100,6 +103,7 @@ void PersistenceResolver::complete(Call* c, const lb::Server* server) {
   // Only now: the session's completion may still use the service the call holds.
   c->done.reset();
   c->service.reset();
+  c->proposed = nullptr;
   c->replacement = nullptr;
   c->next_free = free_;
   free_ = c;
@@ -122,6 +126,8 @@ void PersistenceResolver::resolve(const std::shared_ptr<Service>& svc, std::stri
   c->key.assign(key);
   c->hash = EntryCache::hash(key);
   c->done = std::move(done);
+  c->proposed = proposed;
+  c->epoch = shared_.cache.epoch();
   if (!create) {
     store_.get(key, [this, c](const state::Reply& r) { got(c, r); });
     return;
@@ -132,17 +138,23 @@ void PersistenceResolver::resolve(const std::shared_ptr<Service>& svc, std::stri
 
 void PersistenceResolver::created(Call* c, const state::Reply& r) {
   Service& service = *c->service;
-  if (!r.ok) return complete(c, degraded(service, c->key, true));
-  if (!r.created) return fromStore(c, r.value);
-  const uint64_t now = loop_.now();
-  shared_.cache.insert(c->key, c->hash, *r.value, now + ttlMs(service), now);
-  decided(service, PersistOutcome::Created);
-  complete(c, service.pool.findServer(*r.value));
+  if (!r.ok) return complete(c, degraded(service, c->key, true, c->proposed));
+  if (!r.created) {
+    fromStore(c, r.value);
+  } else {
+    const uint64_t now = loop_.now();
+    shared_.cache.insertUnlessInvalidated(c->key, c->hash, *r.value, now + ttlMs(service), now,
+                                          c->epoch);
+    decided(service, PersistOutcome::Created);
+    complete(c, service.pool.findServer(*r.value));
+  }
+  answered();
 }
 
 void PersistenceResolver::got(Call* c, const state::Reply& r) {
   if (!r.ok) return complete(c, degraded(*c->service, c->key, false));
   fromStore(c, r.value);
+  answered();
 }
 
 void PersistenceResolver::fromStore(Call* c, std::optional<std::string_view> id) {
@@ -154,7 +166,7 @@ void PersistenceResolver::fromStore(Call* c, std::optional<std::string_view> id)
   }
   const lb::Server* s = service.pool.findServer(*id);
   if (s != nullptr && lb::usable(*s, pickContext(now))) {
-    shared_.cache.insert(c->key, c->hash, *id, now + ttlMs(service), now);
+    shared_.cache.insertUnlessInvalidated(c->key, c->hash, *id, now + ttlMs(service), now, c->epoch);
     decided(service, PersistOutcome::Existing);
     return complete(c, s);
   }
@@ -181,18 +193,20 @@ void PersistenceResolver::replace(Call* c, const lb::Server* gone, std::string_v
 
 void PersistenceResolver::replaced(Call* c, const state::Reply& r) {
   Service& service = *c->service;
-  if (!r.ok) return complete(c, degraded(service, c->key, true));
+  if (!r.ok) return complete(c, degraded(service, c->key, true, c->replacement));
   const uint64_t now = loop_.now();
   const lb::Server* winner = r.value ? service.pool.findServer(*r.value) : nullptr;
   if (winner == nullptr || !lb::usable(*winner, pickContext(now))) winner = c->replacement;
-  shared_.cache.insert(c->key, c->hash, winner->id, now + ttlMs(service), now);
+  shared_.cache.insertUnlessInvalidated(c->key, c->hash, winner->id, now + ttlMs(service), now,
+                                        c->epoch);
   decided(service, PersistOutcome::Replaced);
   complete(c, winner);
+  answered();
 }
 
 // The decision without the store.
 const lb::Server* PersistenceResolver::degraded(Service& service, std::string_view key,
-                                                bool create) {
+                                                bool create, const lb::Server* stale) {
   if (!create) {  // app_cookie: nothing to agree on without the store
     decided(service, PersistOutcome::Unknown);
     return nullptr;
@@ -205,7 +219,8 @@ const lb::Server* PersistenceResolver::degraded(Service& service, std::string_vi
   if (s == nullptr) return nullptr;
   decided(service, PersistOutcome::Degraded);
   shared_.cache.insert(key, s->id, loop_.now() + ttlMs(service), loop_.now());
-  shared_.remember({std::string(key), s->id, ttlMs(service)});
+  shared_.remember({std::string(key), s->id, ttlMs(service),
+                    stale != nullptr && stale != s ? stale->id : std::string()});
   return s;
 }
 
@@ -217,42 +232,97 @@ void PersistenceResolver::learn(Service& service, const std::string& key, const 
     shared_.remember({key, server.id, ttlMs(service)});
     return;
   }
-  // A session cookie belongs to the server that issued it: create-if-absent is enough (a server
-  // issuing the same value as another would be a conflict the first one wins).
-  store_.getOrCreate(key, server.id, service.config.persistence.timeout, [](const state::Reply&) {});
+  // A session cookie belongs to the server that issued it last (a retry, or a session moved to
+  // another server, makes a server issue a value another one had): the entry becomes this
+  // server, and the other engines are told to drop their copies.
+  const std::chrono::milliseconds ttl = service.config.persistence.timeout;
+  store_.getOrCreate(key, server.id, ttl, [this, key, id = server.id, ttl](const state::Reply& r) {
+    if (!r.ok || !r.value || *r.value == id) return;
+    store_.compareAndSet(key, *r.value, id, ttl, [](const state::Reply&) {});
+  });
 }
 
-void PersistenceResolver::resync() {
+void PersistenceResolver::resync() { resync(true); }
+
+void PersistenceResolver::resync(bool with_cache) {
+  next_resync_ms_ = loop_.now() + kResyncRetryMs;
   std::vector<PersistenceShared::Pending> pending = shared_.takePending();
-  // What this engine knows may be gone from the store too (a restart that lost its data): the
-  // cached entries are written back as well, create-if-absent, so the store knows them again
-  // before other engines decide otherwise. Where the store has an entry already, it wins here
-  // too. (Decisions made without the store come last: they may overwrite the cache's copy.)
-  const uint64_t now = loop_.now();
-  std::vector<EntryCache::Item> cached = shared_.cache.items(now);
-  std::vector<PersistenceShared::Pending> all;
-  all.reserve(cached.size() + pending.size());
-  for (auto& c : cached) all.push_back({std::move(c.key), std::move(c.value), c.expires_ms - now});
-  for (auto& p : pending) all.push_back(std::move(p));
-  pending = std::move(all);
-  for (auto& p : pending) {
-    if (!store_.available()) {  // gone again: keep the rest for the next time
-      shared_.remember(std::move(p));
-      continue;
+  if (with_cache) {
+    // What this engine knows may be gone from the store too (a restart that lost its data): the
+    // cached entries are written back as well, create-if-absent, so the store knows them again
+    // before other engines decide otherwise. Where the store has an entry already, it wins here
+    // too. The keys decided without the store go as decisions only (below).
+    std::unordered_set<std::string_view> decided_keys;
+    for (const auto& p : pending) decided_keys.insert(p.key);
+    const uint64_t now = loop_.now();
+    for (auto& c : shared_.cache.items(now)) {
+      if (decided_keys.count(c.key) != 0) continue;
+      resync_queue_.push_back({{std::move(c.key), std::move(c.value), c.expires_ms - now, {}}, false});
     }
-    std::string key = p.key, mine = p.server_id;
-    store_.getOrCreate(key, mine, std::chrono::milliseconds(p.ttl_ms),
-                       [this, key, mine, ttl = p.ttl_ms](const state::Reply& r) {
-                         if (!r.ok) return;
-                         // Written back (or found there already, from another engine).
-                         shared_.resynced.fetch_add(1, std::memory_order_relaxed);
-                         if (r.value && *r.value != mine) {
-                           // Another engine decided first: its entry wins, here too.
-                           shared_.resync_conflicts.fetch_add(1, std::memory_order_relaxed);
-                           shared_.cache.insert(key, *r.value, loop_.now() + ttl, loop_.now());
-                         }
-                       });
   }
+  for (auto& p : pending) resync_queue_.push_back({std::move(p), true});
+  pumpResync();
+}
+
+void PersistenceResolver::pumpResync() {
+  if (pumping_) return;  // a store that answers at once calls back from inside the loop below
+  pumping_ = true;
+  while (resync_in_flight_ < kResyncWindow && !resync_queue_.empty()) {
+    if (!store_.available()) {  // gone again: the decisions wait for the next time
+      for (Writeback& w : resync_queue_) {
+        if (w.decision) shared_.remember(std::move(w.p));
+      }
+      resync_queue_.clear();
+      break;
+    }
+    Writeback w = std::move(resync_queue_.front());
+    resync_queue_.pop_front();
+    ++resync_in_flight_;
+    std::string key = w.p.key, mine = w.p.server_id;
+    const auto ttl = std::chrono::milliseconds(w.p.ttl_ms);
+    store_.getOrCreate(key, mine, ttl,
+                       [this, w = std::move(w)](const state::Reply& r) { wroteBack(w, r); });
+  }
+  pumping_ = false;
+}
+
+void PersistenceResolver::wroteBack(const Writeback& w, const state::Reply& r) {
+  --resync_in_flight_;
+  const PersistenceShared::Pending& p = w.p;
+  const uint64_t now = loop_.now();
+  if (!r.ok) {
+    if (w.decision) shared_.remember(p);  // the next resync tries again
+  } else if (r.value && *r.value != p.server_id) {
+    if (w.decision && !p.stale.empty() && *r.value == p.stale) {
+      // This engine's own proposal, carried out late by the store after the call had timed out:
+      // the decision clients were sent to meanwhile replaces it (other engines are notified).
+      ++resync_in_flight_;
+      store_.compareAndSet(p.key, p.stale, p.server_id, std::chrono::milliseconds(p.ttl_ms),
+                           [this, p](const state::Reply& cas) {
+                             --resync_in_flight_;
+                             if (!cas.ok) {
+                               shared_.remember(p);
+                             } else {
+                               shared_.resynced.fetch_add(1, std::memory_order_relaxed);
+                               if (cas.value && *cas.value != p.server_id) {  // changed meanwhile
+                                 shared_.cache.insert(p.key, *cas.value, loop_.now() + p.ttl_ms,
+                                                      loop_.now());
+                               }
+                             }
+                             pumpResync();
+                           });
+    } else {
+      // Another engine decided first: its entry wins, here too.
+      if (w.decision) {
+        shared_.resynced.fetch_add(1, std::memory_order_relaxed);
+        shared_.resync_conflicts.fetch_add(1, std::memory_order_relaxed);
+      }
+      shared_.cache.insert(p.key, *r.value, now + p.ttl_ms, now);
+    }
+  } else if (w.decision) {
+    shared_.resynced.fetch_add(1, std::memory_order_relaxed);  // written (or there already)
+  }
+  pumpResync();
 }
 
 // ---- keys -----------------------------------------------------------------------------------------

@@ -55,10 +55,15 @@ class PersistenceShared {
     std::string key;
     std::string server_id;
     uint64_t ttl_ms;
+    // What a call of this engine that timed out proposed for the key: the store may still carry
+    // it out late (a stalled Redis runs the commands it had queued). Found in the store at
+    // resync, it is replaced by the decision made meanwhile, which clients have been sent to.
+    std::string stale;
   };
   void remember(Pending p);
   std::vector<Pending> takePending();
   size_t pending() const;
+  bool hasPending() const { return pending_count_.load(std::memory_order_relaxed) != 0; }
   std::atomic<uint64_t> pending_dropped{0};
   std::atomic<uint64_t> resynced{0};       // pending decisions written back
   std::atomic<uint64_t> resync_conflicts{0};  // ... of which the store already had another server
@@ -67,6 +72,7 @@ class PersistenceShared {
   static constexpr size_t kMaxPending = 100000;
   mutable std::mutex mutex_;
   std::deque<Pending> pending_;
+  std::atomic<size_t> pending_count_{0};
 };
 
 // One per worker: resolves keys with that worker's store connection.
@@ -92,8 +98,12 @@ class PersistenceResolver {
                Done done);
   // Records that key maps to server (app_cookie: the server issued a session cookie).
   void learn(Service& service, const std::string& key, const lb::Server& server);
-  // Writes the decisions made while the store was unreachable (create-if-absent).
+  // Writes the decisions made while the store was unreachable (create-if-absent), a window of
+  // calls at a time; what fails is remembered for the next resync. Called when the store is
+  // reachable again, and by the resolver itself when the store answers again after errors.
   void resync();
+  // with_cache: the cached entries are written back too (the store may have lost them).
+  void resync(bool with_cache);
 
  private:
   // A resolution waiting for the store (records are reused; the store's callback holds only the
@@ -103,7 +113,9 @@ class PersistenceResolver {
     std::string key;
     uint64_t hash = 0;  // the key's, for the cache
     Done done;
+    const lb::Server* proposed = nullptr;     // getOrCreate: the server proposed
     const lb::Server* replacement = nullptr;  // compareAndSet: the server proposed
+    uint64_t epoch = 0;  // the cache's when the call was made (see EntryCache::epoch)
     Call* next_free = nullptr;
   };
   Call* acquire();
@@ -115,13 +127,33 @@ class PersistenceResolver {
   void fromStore(Call* c, std::optional<std::string_view> id);
   void replace(Call* c, const lb::Server* gone, std::string_view gone_id);
   void replaced(Call* c, const state::Reply& r);
-  const lb::Server* degraded(Service& service, std::string_view key, bool create);
+  // stale: what a call that failed had proposed (Pending::stale).
+  const lb::Server* degraded(Service& service, std::string_view key, bool create,
+                             const lb::Server* stale = nullptr);
   void decided(Service& service, PersistOutcome outcome);
+  // The store answered: after errors, the decisions made meanwhile may be written now.
+  void answered() {
+    if (shared_.hasPending() && resync_in_flight_ == 0 && loop_.now() >= next_resync_ms_)
+      resync(false);
+  }
+  // One decision (or cached entry) to write back.
+  struct Writeback {
+    PersistenceShared::Pending p;
+    bool decision;  // a pending decision (counted in resynced), not a cached entry
+  };
+  void pumpResync();
+  void wroteBack(const Writeback& w, const state::Reply& r);
+  static constexpr size_t kResyncWindow = 256;  // write-backs in flight at once
+  static constexpr uint64_t kResyncRetryMs = 1000;
 
   EventLoop& loop_;
   state::StateStore& store_;
   PersistenceShared& shared_;
   EntryCache::Entry scratch_;  // fromCache()'s copy of an entry (its storage is reused)
+  std::deque<Writeback> resync_queue_;
+  size_t resync_in_flight_ = 0;
+  uint64_t next_resync_ms_ = 0;  // answered() does not start one before
+  bool pumping_ = false;
   std::vector<std::unique_ptr<Call>> calls_;  // every record made
   Call* free_ = nullptr;                      // those not in use
 };

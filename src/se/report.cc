@@ -458,7 +458,7 @@ std::string renderMetrics(const proxy::Snapshot& snapshot, const EngineInfo& inf
   e.sample("ballast_store_timeouts_total", store_label, static_cast<double>(st.timeouts));
   e.family("ballast_store_reconnects_total", "counter", "Store connections re-established.");
   e.sample("ballast_store_reconnects_total", store_label, static_cast<double>(st.reconnects));
-  e.family("ballast_store_notifications_total", "counter", "Entry changes heard from other engines.");
+  e.family("ballast_store_notifications_total", "counter", "Entry change notifications received (this engine's own included: the channel does not say who sent one).");
   e.sample("ballast_store_notifications_total", store_label, static_cast<double>(st.notifications));
   e.family("ballast_persistence_cache_entries", "gauge", "Persistence entries cached by this engine.");
   e.sample("ballast_persistence_cache_entries", "", static_cast<double>(info.cache_entries));

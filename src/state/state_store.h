@@ -69,7 +69,7 @@ struct StoreStatus {
   uint64_t errors = 0;               // commands that failed (error replies, lost connections)
   uint64_t timeouts = 0;             // commands that took longer than the command timeout
   uint64_t reconnects = 0;           // connections (re)established after the first
-  uint64_t notifications = 0;        // change notifications received from other engines
+  uint64_t notifications = 0;        // change notifications received (this engine's own too)
   std::optional<uint64_t> entries;   // memory: entries held; redis: unknown on the data path
 };
 

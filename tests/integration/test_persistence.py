@@ -10,6 +10,7 @@ import re
 import threading
 import time
 import unittest
+import urllib.parse
 
 from harness import (HttpBackend, HttpConn, NamedTcpBackend, PersistenceTestCase, admin_get,
                      backend_name, free_port, http_get_from, keyed_request, metric_family_values,
@@ -202,6 +203,103 @@ class AppCookie(PersistenceTestCase):
         for i in range(3):  # no cookie at all: the algorithm, nothing stored
             self.assertEqual(http_get_from(a.host, a.port, "/y").status, 200)
         self.assertEqual(len(redis.keys("ballast:v1:persist:app:*")), len(sessions))
+
+
+def cookie_backend(name):
+    """Sets the Set-Cookie given in ?sc= (URL-encoded); answers "<name> <path>"."""
+    def handler(req, body):
+        query = urllib.parse.urlparse(req.path).query
+        sc = urllib.parse.parse_qs(query).get("sc")
+        return 200, ({"Set-Cookie": sc[0]} if sc else {}), f"{name} {req.path}".encode()
+    return HttpBackend(name, handler)
+
+
+class CookieDetails(PersistenceTestCase):
+    def setup_app(self, persistence="{type: app_cookie, cookie: JSESSIONID, timeout: 300s}",
+                  vs="app"):
+        self.redis = self.start_redis()
+        backs = [self.track(cookie_backend(n)) for n in "abc"]
+        self.ids = {x.name: server_id(x.address) for x in backs}
+        engines = self.start_engines(2, [x.address for x in backs], persistence, self.redis, vs=vs)
+        for e in engines:
+            wait_store_connected(e)
+        return engines
+
+    def issue(self, e, set_cookie, cookie=None):
+        """A request through e whose server sets `set_cookie`; the server's name."""
+        r = http_get_from(e.host, e.port, "/issue?sc=" + urllib.parse.quote(set_cookie),
+                          [("Cookie", cookie)] if cookie else None)
+        self.assertEqual(r.status, 200)
+        return backend_name(r.body)
+
+    def through(self, e, cookie):
+        r = http_get_from(e.host, e.port, "/use", [("Cookie", cookie)])
+        self.assertEqual(r.status, 200)
+        return backend_name(r.body)
+
+    def test_app_cookie_issued_again_by_another_server_moves_on_every_engine(self):
+        a, b = self.setup_app()
+        first = self.issue(a, "JSESSIONID=z8; Path=/")
+        self.assertEqual(self.through(b, "JSESSIONID=z8"), first)  # b caches z8 -> first
+        second = first
+        while second == first:  # round robin: another server issues the same session id
+            second = self.issue(a, "JSESSIONID=z8; Path=/")
+        wait_until(lambda: self.redis.command("GET", persist_key("app", "z8")) == self.ids[second],
+                   5, interval=0.05, message="the store follows the server that issued z8 last")
+        wait_until(lambda: self.through(b, "JSESSIONID=z8") == second, 5, interval=0.05,
+                   message="the other engine follows too (its cached copy dropped)")
+        for e in (a, b):
+            for _ in range(3):
+                self.assertEqual(self.through(e, "JSESSIONID=z8"), second, e.name)
+
+    def test_app_cookie_whitespace_and_deletions(self):
+        a, b = self.setup_app()
+        # RFC 6265 5.2: whitespace around the name and the value is not part of them.
+        w2 = self.issue(a, "JSESSIONID=w2 ; Path=/")
+        w1 = self.issue(a, " JSESSIONID = w1")
+        wait_until(lambda: self.redis.command("GET", persist_key("app", "w1")) == self.ids[w1], 5,
+                   interval=0.05, message="w1 learned")
+        self.assertEqual(self.redis.command("GET", persist_key("app", "w2")), self.ids[w2])
+        for e in (a, b):
+            for cookie in ("JSESSIONID=w2", "a=1;\tJSESSIONID=w2", "JSESSIONID=w2 ; a=1"):
+                self.assertEqual(self.through(e, cookie), w2, (e.name, cookie))
+            self.assertEqual(self.through(e, "theme=x; JSESSIONID=w1"), w1, e.name)
+        # A cookie the server deletes names no session.
+        self.issue(a, "JSESSIONID=gone; Max-Age=0; Path=/")
+        self.issue(a, "JSESSIONID=gone2; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Path=/")
+        self.issue(a, "JSESSIONID=kept; Expires=Wed, 01 Jan 2098 00:00:00 GMT; Path=/")
+        wait_until(lambda: self.redis.command("GET", persist_key("app", "kept")) is not None, 5,
+                   interval=0.05, message="a cookie that expires later is learned")
+        self.assertIsNone(self.redis.command("GET", persist_key("app", "gone")))
+        self.assertIsNone(self.redis.command("GET", persist_key("app", "gone2")))
+
+    def test_http_cookie_set_once_when_the_server_sets_the_same_name(self):
+        a, _ = self.setup_app("{type: http_cookie, timeout: 300s}", vs="shop")
+        r = http_get_from(a.host, a.port, "/issue?sc=" + urllib.parse.quote("BALLAST_SERVER=app; Path=/"))
+        self.assertEqual(r.status, 200)
+        mine = [v for v in r.header_all("set-cookie") if v.startswith("BALLAST_SERVER=")]
+        self.assertEqual(len(mine), 1, r.raw_head)
+        self.assertRegex(mine[0], COOKIE_RE)
+        # With a valid cookie the client keeps it: the server's one of that name is not passed on.
+        r2 = http_get_from(a.host, a.port, "/issue?sc=" + urllib.parse.quote("BALLAST_SERVER=app"),
+                           [("Cookie", mine[0].split(";")[0])])
+        self.assertEqual(r2.header_all("set-cookie"), [], r2.raw_head)
+        self.assertEqual(backend_name(r2.body), backend_name(r.body))
+
+    def test_http_header_in_several_lines_keys_like_one_list(self):
+        # RFC 9110 5.3: "X-Client: alice" + "X-Client: bob" means "X-Client: alice, bob".
+        self.redis = self.start_redis()
+        backs = self.start_backends("abc")
+        e, = self.start_engines(1, [x.address for x in backs], HEADER, self.redis)
+        wait_store_connected(e)
+        with HttpConn(e.port, host=e.host) as c:
+            c.send(b"GET / HTTP/1.1\r\nHost: t\r\nX-Client: alice\r\nX-Client: \r\n"
+                   b"X-Client: bob\r\n\r\n")
+            split = backend_name(c.read_response().body)
+        self.assertEqual(self.redis.command("GET", persist_key("vs", "alice, bob")), self.ids[split])
+        for _ in range(4):
+            r = http_get_from(e.host, e.port, "/", [("X-Client", "alice, bob")])
+            self.assertEqual(backend_name(r.body), split)
 
 
 class HttpCookie(PersistenceTestCase):

@@ -1434,6 +1434,12 @@ TEST(RuleTest, Persistence) {
       {vs("{type: http_cookie, cookie: \"\"}"), cookie_name},
       {vs("{type: http_cookie, cookie: \"a b\"}"), cookie_name},
       {vs("{type: http_cookie, cookie: [a]}"), cookie_name},
+      {vs("{type: http_cookie, cookie: __Host-SRV}"),
+       p + ".cookie: a __Host- or __Secure- cookie needs the Secure attribute, which needs HTTPS: "
+           "browsers would drop it"},
+      {vs("{type: http_cookie, cookie: __secure-srv}"),
+       p + ".cookie: a __Host- or __Secure- cookie needs the Secure attribute, which needs HTTPS: "
+           "browsers would drop it"},
       {vs("{type: client_ip, cookie: X}"), p + ".cookie: only for type http_cookie or app_cookie"},
       {vs("{type: http_header, header: X, cookie: Y}"),
        p + ".cookie: only for type http_cookie or app_cookie"},

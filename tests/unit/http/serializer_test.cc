@@ -214,6 +214,18 @@ TEST_F(ResponseSerializerTest, DateAddedOnlyWhenMissing) {
             "HTTP/1.1 404 Not Found\r\nDate: *\r\nContent-Length: 0\r\n\r\n");
 }
 
+TEST_F(ResponseSerializerTest, OwnCookieIsNotSetByTheServerToo) {
+  // http_cookie: Ballast sets BALLAST_SERVER; the server's cookie of that name is not passed on.
+  EXPECT_EQ(forward("HTTP/1.1 200 OK\r\nSet-Cookie: BALLAST_SERVER=app; Path=/\r\n"
+                    "Set-Cookie: a=1\r\nset-cookie:  BALLAST_SERVER =x\r\n"
+                    "Set-Cookie: BALLAST_SERVER2=kept\r\nContent-Length: 0\r\n\r\n",
+                    {.extra_fields = "Set-Cookie: BALLAST_SERVER=00ff; Path=/; HttpOnly\r\n",
+                     .own_cookie = "BALLAST_SERVER"}),
+            "HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nSet-Cookie: BALLAST_SERVER2=kept\r\n"
+            "Date: *\r\nContent-Length: 0\r\n"
+            "Set-Cookie: BALLAST_SERVER=00ff; Path=/; HttpOnly\r\n\r\n");
+}
+
 TEST_F(ResponseSerializerTest, Upgrade) {
   EXPECT_EQ(forward("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
                     "Upgrade: websocket\r\nSec-WebSocket-Accept: a\r\n\r\n",

@@ -193,5 +193,23 @@ TEST(EntryCache, WorkersShareIt) {
   EXPECT_EQ(cache.hits(), 20000u);
 }
 
+TEST(EntryCache, AValueReadBeforeAnInvalidationIsNotKept) {
+  // A store reply that left before another engine's change announced by an invalidation may
+  // carry the old value: it is used for its request but not cached.
+  EntryCache cache(1000);
+  EntryCache::Entry e;
+  uint64_t before = cache.epoch();
+  cache.invalidate("persist:web:a");  // nothing cached: still counts
+  cache.insertUnlessInvalidated("persist:web:a", EntryCache::hash("persist:web:a"), "web/old", 5000,
+                                10, before);
+  EXPECT_FALSE(cache.lookup("persist:web:a", 20, &e));
+  uint64_t now = cache.epoch();
+  EXPECT_NE(now, before);
+  cache.insertUnlessInvalidated("persist:web:a", EntryCache::hash("persist:web:a"), "web/new", 5000,
+                                10, now);
+  ASSERT_TRUE(cache.lookup("persist:web:a", 20, &e));
+  EXPECT_EQ(e.value, "web/new");
+}
+
 }  // namespace
 }  // namespace ballast::proxy
