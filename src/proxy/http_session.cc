@@ -537,7 +537,10 @@ std::string HttpSession::persistenceOnResponse(const http::ResponseHead& head) {
   if (server_ref_ == nullptr) return {};
   if (p.type == config::PersistenceType::HttpCookie) {
     std::string value = serverCookieValue(*server_ref_);
-    if (value == presented_cookie_) return {};
+    // A client whose cookie names a server that can be used keeps it, also when this request went
+    // elsewhere (that server was at its max_connections, or a retry): a passing overflow must not
+    // move the session for good.
+    if (value == presented_cookie_ || cookie_server_usable_) return {};
     return "Set-Cookie: " + p.cookie + "=" + value + "; Path=/; HttpOnly\r\n";
   }
   if (p.type == config::PersistenceType::AppCookie && ctx_.persistence != nullptr) {
@@ -575,13 +578,22 @@ void HttpSession::persistenceKey(const http::RequestHead& head) {
     case config::PersistenceType::HttpCookie: {
       // Our cookie names the server directly: no store needed while it can be used.
       presented_cookie_.assign(cookieValue(head, p.cookie));
+      cookie_server_usable_ = false;
       if (!presented_cookie_.empty()) {
-        for (const lb::Server& s : service_->pool.servers)
-          if (serverCookieValue(s) == presented_cookie_ &&
-              lb::usable(s, lb::PickContext{{}, ctx_.loop.now()})) {
+        const lb::PickContext now{{}, ctx_.loop.now()};
+        for (const lb::Server& s : service_->pool.servers) {
+          if (serverCookieValue(s) != presented_cookie_) continue;
+          if (lb::usable(s, now)) {
             preferred_ = &s;
+            cookie_server_usable_ = true;
             return;
           }
+          if (lb::takesNewTraffic(s) && lb::usableNow(*s.state, 0, s.index, now, false)) {
+            cookie_server_usable_ = true;  // only full (max_connections): balanced this time
+            return;
+          }
+          break;
+        }
       }
       // No cookie (or a stale one): the client's address keys a shared entry, so that a
       // cookie-less retry from the same client lands on the same server as this request.

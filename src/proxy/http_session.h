@@ -151,6 +151,7 @@ class HttpSession final : public Session, public IoHandler, public UpstreamUser,
   const lb::Server* preferred_ = nullptr;  // persistence's server for this request
   std::string persist_key_;         // "persist:{vs}:{client key}" (storage reused)
   std::string presented_cookie_;    // http_cookie: the value of our cookie in the request
+  bool cookie_server_usable_ = false;  // ... and it names a server that could be used
   bool resolve_waiting_ = false;    // startExchange() returned while the store was asked
   uint64_t exchange_id_ = 0;        // tells a late store answer from the current exchange's
   bool has_hash_ = false;           // consistent_hash key of this request

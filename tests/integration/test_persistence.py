@@ -206,10 +206,13 @@ class AppCookie(PersistenceTestCase):
 
 
 def cookie_backend(name):
-    """Sets the Set-Cookie given in ?sc= (URL-encoded); answers "<name> <path>"."""
+    """Sets the Set-Cookie given in ?sc= (URL-encoded), waits ?sleep= seconds; answers
+    "<name> <path>"."""
     def handler(req, body):
-        query = urllib.parse.urlparse(req.path).query
-        sc = urllib.parse.parse_qs(query).get("sc")
+        query = urllib.parse.parse_qs(urllib.parse.urlparse(req.path).query)
+        if "sleep" in query:
+            time.sleep(float(query["sleep"][0]))
+        sc = query.get("sc")
         return 200, ({"Set-Cookie": sc[0]} if sc else {}), f"{name} {req.path}".encode()
     return HttpBackend(name, handler)
 
@@ -285,6 +288,29 @@ class CookieDetails(PersistenceTestCase):
                            [("Cookie", mine[0].split(";")[0])])
         self.assertEqual(r2.header_all("set-cookie"), [], r2.raw_head)
         self.assertEqual(backend_name(r2.body), backend_name(r.body))
+
+    def test_http_cookie_kept_when_its_server_is_only_full(self):
+        # The cookie's server is at max_connections: this request goes elsewhere, but the client
+        # keeps its cookie (a passing overflow does not move the session for good).
+        backs = [self.track(cookie_backend(n)) for n in "ab"]
+        self.ids = {x.name: server_id(x.address) for x in backs}
+        e, = self.start_engines(1, [{"address": x.address, "max_connections": 1} for x in backs],
+                                "{type: http_cookie, timeout: 300s}", None, store="memory",
+                                vs="shop", workers=1)
+        r = http_get_from(e.host, e.port, "/first")
+        cookie = r.header("set-cookie").split(";")[0]
+        home = backend_name(r.body)
+        slow = threading.Thread(target=http_get_from, args=(e.host, e.port, "/slow?sleep=1.5",
+                                                             [("Cookie", cookie)]), daemon=True)
+        slow.start()
+        time.sleep(0.5)  # the slow request holds the cookie's server's only connection
+        r = http_get_from(e.host, e.port, "/while-full", [("Cookie", cookie)])
+        self.assertEqual(r.status, 200)
+        self.assertNotEqual(backend_name(r.body), home)
+        self.assertEqual(r.header_all("set-cookie"), [], r.raw_head)
+        slow.join(5)
+        r = http_get_from(e.host, e.port, "/after", [("Cookie", cookie)])
+        self.assertEqual(backend_name(r.body), home)
 
     def test_http_header_in_several_lines_keys_like_one_list(self):
         # RFC 9110 5.3: "X-Client: alice" + "X-Client: bob" means "X-Client: alice, bob".
