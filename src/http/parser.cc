@@ -137,7 +137,8 @@ std::pair<std::string_view, std::string_view> protocolParts(std::string_view p) 
 }
 
 bool offers(std::string_view offered, std::string_view protocol) {
-  auto [name, version] = protocolParts(protocol);
+  const auto parts = protocolParts(protocol);  // not a structured binding: lambdas capture it
+  const std::string_view name = parts.first, version = parts.second;
   bool found = false;
   detail::forEachListElement(offered, [&](std::string_view o) {
     auto [offered_name, offered_version] = protocolParts(o);

@@ -444,9 +444,10 @@ TEST_F(RequestHeadTest, Upgrade) {
 TEST_F(RequestHeadTest, H2cUpgradeIsIgnored) {
   // Tunnelled, the HTTP/2 requests after an h2c upgrade would pass the proxy unseen.
   for (const char* offer : {"h2c", "H2C", "websocket, h2c"}) {
-    const RequestHead& h = parse(std::string("GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, "
-                                             "HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n"
-                                             "Upgrade: ") + offer + "\r\n\r\n");
+    const std::string request = std::string("GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, "
+                                            "HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n"
+                                            "Upgrade: ") + offer + "\r\n\r\n";
+    const RequestHead& h = parse(request);  // the head views the request's bytes
     EXPECT_FALSE(h.upgrade) << offer;
     EXPECT_TRUE(find("Upgrade")->drop);
     EXPECT_TRUE(find("HTTP2-Settings")->drop);
