@@ -53,6 +53,13 @@ bool parseBool(std::string_view text, bool* out) {
 
 bool parseDuration(std::string_view text, Duration* out, std::string* error) {
   static constexpr const char* kSyntax = "expected a duration with a unit, e.g. 300ms, 2s, 5m";
+  if (!text.empty() && text.front() == '-') {
+    Duration ignored;
+    std::string unused;
+    *error = parseDuration(text.substr(1), &ignored, &unused) ? "a duration cannot be negative"
+                                                               : kSyntax;
+    return false;
+  }
   std::string_view unit;
   std::string_view number = leadingNumber(text, &unit);
 

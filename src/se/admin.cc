@@ -16,7 +16,8 @@ namespace ballast::se {
 
 namespace {
 constexpr uint64_t kRequestTimeoutMs = 10000;
-constexpr size_t kMaxRequest = 16 * 1024;
+// A /state?key= of a client key as long as a default head (16 KiB), percent-encoded, fits.
+constexpr size_t kMaxRequest = 64 * 1024;
 }  // namespace
 
 // An admin connection: read a head (strictly, with the data path's parser), take a small body,
@@ -44,7 +45,7 @@ class AdminServer::Connection final : public IoHandler, public TimerHandler, pub
  private:
   static http::Limits limits() {
     http::Limits l;
-    l.max_head_size = 8192;
+    l.max_head_size = kMaxRequest;
     l.max_fields = 64;
     return l;
   }

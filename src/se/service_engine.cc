@@ -659,7 +659,12 @@ int printState(const std::string& admin, const std::string& config_path, const s
   ::close(fd);
   size_t body = response.find("\r\n\r\n");
   if (response.rfind("HTTP/1.1 200", 0) != 0 || body == std::string::npos) {
-    std::fprintf(stderr, "ballast se state: no valid answer from %s\n", address.c_str());
+    if (response.rfind("HTTP/1.1 ", 0) == 0) {  // an answer, not the one asked for: say which
+      std::string status = response.substr(0, response.find("\r\n"));
+      std::fprintf(stderr, "ballast se state: %s answered %s\n", address.c_str(), status.c_str());
+    } else {
+      std::fprintf(stderr, "ballast se state: no valid answer from %s\n", address.c_str());
+    }
     return 1;
   }
   std::fwrite(response.data() + body + 4, 1, response.size() - body - 4, stdout);

@@ -482,6 +482,14 @@ class Inspection(PersistenceTestCase):
         self.assertEqual(json.loads(admin_get(e.admin, "/state?key=vs:caf%E9%FF")[1])["entry"]["store"]["value"],
                          self.ids[backend_name(res[0][1])])
         self.assertEqual(status(e.admin)["state"], "running")
+        # A key as long as a head allows can be inspected too (percent-encoded, three times longer).
+        long_key = "%" * 12000
+        res = pipelined_to(e.host, e.port, [keyed_request(long_key)], conns=1)
+        self.assertEqual(res[0][0], 200, res)
+        rc, out, err = run_ballast("se", "state", "--admin", f"127.0.0.1:{e.admin}", "--key",
+                                   "vs:" + long_key)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(json.loads(out)["entry"]["store"]["value"], self.ids[backend_name(res[0][1])])
 
     def test_state_cli_and_metrics(self):
         redis = self.start_redis()

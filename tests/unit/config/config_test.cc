@@ -118,13 +118,22 @@ TEST(ValuesTest, ParsesDurations) {
 }
 
 TEST(ValuesTest, RejectsMalformedDurations) {
-  for (const char* text : {"",    "30",    "1.5",    "s",     "ms",    "-1s",   "+1s",
+  for (const char* text : {"",    "30",    "1.5",    "s",     "ms",    "-1",    "+1s",
                            "1 s", " 1s",   "1s ",    "1S",    "1sec",  "1d",    "1.s",
                            ".5s", "1..5s", "1.2.3s", "1e3ms", "0x10s", "1h30m", "1.0000000001s"}) {
     Duration value{};
     std::string error;
     EXPECT_FALSE(parseDuration(text, &value, &error)) << text;
     EXPECT_EQ(error, "expected a duration with a unit, e.g. 300ms, 2s, 5m") << text;
+  }
+}
+
+TEST(ValuesTest, NegativeDurationsSaySo) {
+  for (const char* text : {"-1s", "-0.5s", "-300ms"}) {
+    Duration value{};
+    std::string error;
+    EXPECT_FALSE(parseDuration(text, &value, &error)) << text;
+    EXPECT_EQ(error, "a duration cannot be negative") << text;
   }
 }
 
@@ -1612,7 +1621,7 @@ TEST(RuleTest, VirtualServiceTimeouts) {
       {withVs(kHttpVs + "timeouts: {server: 0h}"), p + "server" + range},
       {withVs(kHttpVs + "timeouts: {connect: 5}"), p + "connect" + unit},
       {withVs(kHttpVs + "timeouts: {server: fast}"), p + "server" + unit},
-      {withVs(kHttpVs + "timeouts: {idle: -1s}"), p + "idle" + unit},
+      {withVs(kHttpVs + "timeouts: {idle: -1s}"), p + "idle: a duration cannot be negative"},
       {withVs(kHttpVs + "timeouts: 10s"), "virtual_services[0].timeouts: expected a map"},
   });
   auto config = mustLoad(withVs(kTcpVs + "timeouts: {idle: 24h, connect: 1ms}"));
