@@ -939,20 +939,24 @@ void HttpSession::completeResponse() {
 
 // The server closed (or reset) before its response was complete.
 void HttpSession::onUpstreamClosed(ErrorKind kind) {
+  const lb::Server* same = server_ref_;
   if (!response_started_ && !response_bytes_seen_ && upstream_conn_ != nullptr &&
-      upstream_conn_->reused() && !replay_.empty() && !retried_ && idempotent(method_)) {
+      upstream_conn_->reused() && !replay_.empty() && !retried_ && idempotent(method_) &&
+      same != nullptr && lb::usable(*same, lb::PickContext{{}, ctx_.loop.now()})) {
     // A pooled connection the server had already closed (the keep-alive race): not the server's
-    // failure, and not a retry; send the request again, once, on a new connection. Only when
-    // sending it twice is harmless (RFC 9110 9.2.2): a close after the request was written may
-    // also mean the server took it and failed, and a POST must not be applied twice (RFC 9112
-    // 9.3.1). A request that is not idempotent gets 502 instead; it only takes a pooled connection
-    // that was checked to be still open just before, which leaves that race a few microseconds.
+    // failure, and not a retry; send the request again, once, on a new connection to the same
+    // server (so that no more servers see it than `retries` allows). Only when sending it twice
+    // is harmless (RFC 9110 9.2.2): a close after the request was written may also mean the
+    // server took it and failed, and a POST must not be applied twice (RFC 9112 9.3.1). A request
+    // that is not idempotent gets 502 instead; it only takes a pooled connection that was checked
+    // to be still open just before, which leaves that race a few microseconds.
     retried_ = true;
     attempt_.end(std::nullopt);
     --attempts_;
-    tried_.pop_back();  // the same server may be picked again: it did nothing wrong
+    tried_.pop_back();
     releaseUpstream(false);
     prepareReplay();
+    preferred_ = same;
     if (!acquireUpstream(false)) respondError(503, ErrorKind::NoServer);
     ++progress_;
     return;

@@ -224,6 +224,43 @@ class KeepAlive(BallastTestCase):
         with lock:
             self.assertEqual(received.count(b"/pay/put"), 2, received)
 
+    def test_keepalive_race_replay_goes_to_the_same_server_only(self):
+        # Servers that reset a reused connection after reading the request: the free resend of
+        # the keep-alive race goes to the same server on a new connection, so with retries: 0
+        # no second server ever sees the request.
+        seen = []
+        lock = threading.Lock()
+
+        def make(name):
+            def serve(conn):
+                first = True
+                head, rest = recv_request_head(conn)
+                while head is not None:
+                    with lock:
+                        seen.append((name, head.split(b" ")[1]))
+                    if not first:
+                        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                        b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                        return
+                    first = False
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(name), name))
+                    head, rest = recv_request_head(conn, rest)
+            return serve
+        backends = [self.track(RawBackend(make(n))) for n in (b"a", b"b")]
+        _, self.port, self.admin = self.start_ballast([b.address for b in backends],
+                                                      vs_extra="    retries: 0", workers=1)
+        c = self.track(HttpConn(self.port))
+        for i in range(4):  # pooled connections to both servers
+            c.request("GET", f"/warm/{i}")
+            self.assertEqual(c.read_response().status, 200)
+        for i in range(6):
+            c.request("GET", f"/once/{i}")
+            r = c.read_response()
+            self.assertEqual(r.status, 200)   # the resend, on a new connection, is answered
+            with lock:
+                servers = {n for n, t in seen if t == f"/once/{i}".encode()}
+            self.assertEqual(len(servers), 1, f"/once/{i} reached {servers}")
+
     def test_post_takes_no_pooled_connection_the_server_closed(self):
         # The server closes every connection after one response without saying so; its FIN is
         # in when the next POST comes: the proxy opens a new connection, so no POST fails and none
