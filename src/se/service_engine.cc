@@ -198,12 +198,21 @@ bool ServiceEngine::start(std::string* error) {
     workers_.back()->apply(snapshot_, fds[w]);
   }
   if (!startStore(error)) {
-    closeAll(fds);
+    workers_.clear();
     if (takeover_conn >= 0) ::close(takeover_conn);
     return false;
   }
   // The admin listener last: it answers /status and /state, which read the store.
   if (config_->se.admin) {
+    // SO_REUSEPORT would let a second engine share it, answering /status and /reload at random:
+    // only the engine taken over may still hold it.
+    if (takeover_conn < 0 && addressInUse(*config_->se.admin)) {
+      *error = "admin: " + config_->se.admin_text +
+               " is already in use (by another service engine? to replace a running one, start "
+               "with --takeover)";
+      workers_.clear();  // never started: nothing to drain; their listeners close the sockets
+      return false;
+    }
     admin_ = std::make_unique<AdminServer>(AdminServer::Handlers{
         [this] { return statusJson(); }, [this] { return metricsText(); },
         [this](std::string_view query) { return stateJson(query); },
@@ -215,7 +224,7 @@ bool ServiceEngine::start(std::string* error) {
         }});
     if (!admin_->start(*config_->se.admin, error)) {
       admin_.reset();
-      closeAll(fds);
+      workers_.clear();
       if (takeover_conn >= 0) ::close(takeover_conn);
       return false;
     }

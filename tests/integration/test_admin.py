@@ -84,6 +84,19 @@ class AdminBase(QuietBallastTestCase):
 
 
 class Status(AdminBase):
+    def test_a_second_engine_may_not_share_the_admin_address(self):
+        b = self.start_two()
+        other = self.track(HttpBackend("o"))
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "second.yaml")
+            with open(path, "w") as f:
+                f.write(two_service_config(free_port(), free_port(), self.admin,
+                                           [self.echo_backend.address], [other.address]))
+            rc, out, err = run_ballast("se", "--config", path, timeout=15)
+        self.assertNotEqual(rc, 0, out + err)
+        self.assertIn(f"admin: 127.0.0.1:{self.admin} is already in use", err)
+        self.assertEqual(status(self.admin)["pid"], b.pid)
+
     def test_status_document_shape(self):
         b = self.start_two()
         st = status(self.admin)
