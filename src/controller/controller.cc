@@ -124,6 +124,12 @@ int run(const Options& options) {
   service_options.se_lost_after = readDuration("--se-lost-after", options.se_lost_after);
   service_options.heartbeat_interval =
       readDuration("--heartbeat-interval", options.heartbeat_interval);
+  // An engine reports once per heartbeat: a shorter silence than two of them is no loss.
+  if (service_options.se_lost_after < 2 * service_options.heartbeat_interval) {
+    throw UsageError("--se-lost-after (" + options.se_lost_after +
+                     ") must be at least twice --heartbeat-interval (" +
+                     options.heartbeat_interval + "): engines report once per heartbeat");
+  }
   service_options.tls = !options.tls_cert.empty();
   service_options.max_long_polls = options.http_threads / 2;
   service_options.analytics_db = options.data_dir + "/analytics.db";

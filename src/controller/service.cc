@@ -160,6 +160,7 @@ Service::Service(std::unique_ptr<Store> store, ServiceOptions options)
   // SEs known from before a restart get se_lost_after to report again before they count as lost.
   Clock::time_point now = Clock::now();
   for (const SeRecord& se : store_->ses()) live_[se.name] = Live{now, se.config_revision};
+  last_tick_ = now;
   reconcile();
 }
 
@@ -1053,6 +1054,17 @@ Response Service::seReport(const Request& request, const std::string& name) {
 
 void Service::tick(Clock::time_point now) {
   std::lock_guard lock(mu_);
+  // The controller itself was stalled (stopped, starved, a stuck disk): the engines' reports are
+  // still queued unread, so their silence says nothing. They get se_lost_after from now, as
+  // after a restart, rather than all being declared lost and losing their virtual services.
+  if (last_tick_ && now - *last_tick_ > std::max<Clock::duration>(options_.se_lost_after / 2,
+                                                                   std::chrono::seconds(1))) {
+    double gap = std::chrono::duration<double>(now - *last_tick_).count();
+    spdlog::warn("controller: {:.1f}s without running its checks: engines get {} ms to report "
+                 "before any counts as lost", gap, options_.se_lost_after.count());
+    for (auto& [name, live] : live_) live.last_seen = std::max(live.last_seen, now);
+  }
+  last_tick_ = now;
   bool lost_any = false;
   for (SeRecord& se : store_->ses()) {
     if (se.state != "connected") continue;

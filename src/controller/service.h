@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -123,6 +124,7 @@ class Service {
   std::mutex mu_;
   std::condition_variable changed_;
   std::map<std::string, Live> live_;  // by SE name
+  std::optional<Clock::time_point> last_tick_;  // when tick() last ran (or the service started)
   size_t long_polls_ = 0;  // waiting now
   bool stopping_ = false;
   std::vector<std::string> shortfalls_;  // last reported, to log changes only
