@@ -121,7 +121,11 @@ TEST_F(ServiceTest, PlacementLongPollAndLoss) {
   // se2 reports, se1 falls silent: se1 is lost and web moves to se2.
   auto later = Service::Clock::now() + std::chrono::seconds(10);
   ASSERT_EQ(call("POST", "/api/v1/se/se2/report", {{"acked_revision", 0}}, "engine").status, 204);
-  service_->tick(later);  // both silent for 10 s from their own view: both lost
+  // The controller checks every 200 ms (a gap in its own checks would be a stall of its own):
+  // both silent for 10 s from their own view: both lost.
+  for (auto t = Service::Clock::now(); t < later; t += std::chrono::milliseconds(200))
+    service_->tick(t);
+  service_->tick(later);
   Response ses = call("GET", "/api/v1/ses");
   EXPECT_EQ(ses.body["items"][0]["state"], "lost");
   ASSERT_EQ(call("POST", "/api/v1/se/se2/report", {{"acked_revision", 0}}, "engine").status, 204);
