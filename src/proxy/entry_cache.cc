@@ -114,14 +114,14 @@ bool EntryCache::lookup(std::string_view key, uint64_t hash, uint64_t now_ms, En
   return true;
 }
 
-void EntryCache::insertIf(std::string_view key, uint64_t hash, std::string_view value,
+bool EntryCache::insertIf(std::string_view key, uint64_t hash, std::string_view value,
                           uint64_t expires_ms, uint64_t now_ms, const uint64_t* unless_past_epoch) {
-  if (capacity_ == 0) return;
+  if (capacity_ == 0) return true;
   Place p = place(hash);
   Shard& s = *p.shard;
   std::lock_guard<std::mutex> lock(s.mutex);
   if (unless_past_epoch != nullptr && epoch_.load(std::memory_order_acquire) != *unless_past_epoch)
-    return;
+    return false;
   if (!s.sets) {
     Set* sets = reinterpret_cast<Set*>(region_ + (p.shard - shards_.get()) * sets_per_shard_ *
                                                      sizeof(Set));
@@ -154,6 +154,7 @@ void EntryCache::insertIf(std::string_view key, uint64_t hash, std::string_view 
   set.slots[w].refreshed_ms = now_ms;
   set.expires_ms[w] = expires_ms;
   set.used[w] = ++s.clock;
+  return true;
 }
 
 void EntryCache::refreshed(std::string_view key, uint64_t expires_ms, uint64_t now_ms) {

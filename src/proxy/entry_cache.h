@@ -57,10 +57,10 @@ class EntryCache {
   // Invalidations so far. A value read from the store before an invalidation may be older than
   // the change it announced: insertUnlessInvalidated() does not keep it.
   uint64_t epoch() const { return epoch_.load(std::memory_order_acquire); }
-  // insert(), unless invalidate() was called since epoch() returned `epoch`.
-  void insertUnlessInvalidated(std::string_view key, uint64_t hash, std::string_view value,
+  // insert(), unless invalidate() was called since epoch() returned `epoch`: false then.
+  bool insertUnlessInvalidated(std::string_view key, uint64_t hash, std::string_view value,
                                uint64_t expires_ms, uint64_t now_ms, uint64_t epoch) {
-    insertIf(key, hash, value, expires_ms, now_ms, &epoch);
+    return insertIf(key, hash, value, expires_ms, now_ms, &epoch);
   }
   // The store's copy got a new lifetime: so does this one.
   void refreshed(std::string_view key, uint64_t expires_ms, uint64_t now_ms);
@@ -134,7 +134,7 @@ class EntryCache {
     counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   }
 
-  void insertIf(std::string_view key, uint64_t hash, std::string_view value, uint64_t expires_ms,
+  bool insertIf(std::string_view key, uint64_t hash, std::string_view value, uint64_t expires_ms,
                 uint64_t now_ms, const uint64_t* unless_past_epoch);
 
   // Counted before an invalidation takes its shard's lock, and read under that lock by an insert

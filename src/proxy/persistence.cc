@@ -277,6 +277,7 @@ void PersistenceResolver::pumpResync() {
     }
     Writeback w = std::move(resync_queue_.front());
     resync_queue_.pop_front();
+    w.epoch = shared_.cache.epoch();
     ++resync_in_flight_;
     std::string key = w.p.key, mine = w.p.server_id;
     const auto ttl = std::chrono::milliseconds(w.p.ttl_ms);
@@ -297,27 +298,34 @@ void PersistenceResolver::wroteBack(const Writeback& w, const state::Reply& r) {
       // This engine's own proposal, carried out late by the store after the call had timed out:
       // the decision clients were sent to meanwhile replaces it (other engines are notified).
       ++resync_in_flight_;
+      const uint64_t epoch = shared_.cache.epoch();
       store_.compareAndSet(p.key, p.stale, p.server_id, std::chrono::milliseconds(p.ttl_ms),
-                           [this, p](const state::Reply& cas) {
+                           [this, p, epoch](const state::Reply& cas) {
                              --resync_in_flight_;
                              if (!cas.ok) {
                                shared_.remember(p);
                              } else {
                                shared_.resynced.fetch_add(1, std::memory_order_relaxed);
                                if (cas.value && *cas.value != p.server_id) {  // changed meanwhile
-                                 shared_.cache.insert(p.key, *cas.value, loop_.now() + p.ttl_ms,
-                                                      loop_.now());
+                                 const uint64_t at = loop_.now();
+                                 if (!shared_.cache.insertUnlessInvalidated(
+                                         p.key, EntryCache::hash(p.key), *cas.value,
+                                         at + p.ttl_ms, at, epoch))
+                                   shared_.cache.invalidate(p.key);
                                }
                              }
                              pumpResync();
                            });
     } else {
-      // Another engine decided first: its entry wins, here too.
+      // Another engine decided first: its entry wins, here too (unless a change was announced
+      // since this was sent: the entry may have moved on, and the next use reads it afresh).
       if (w.decision) {
         shared_.resynced.fetch_add(1, std::memory_order_relaxed);
         shared_.resync_conflicts.fetch_add(1, std::memory_order_relaxed);
       }
-      shared_.cache.insert(p.key, *r.value, now + p.ttl_ms, now);
+      if (!shared_.cache.insertUnlessInvalidated(p.key, EntryCache::hash(p.key), *r.value,
+                                                 now + p.ttl_ms, now, w.epoch))
+        shared_.cache.invalidate(p.key);  // not this engine's decision any more, either
     }
   } else if (w.decision) {
     shared_.resynced.fetch_add(1, std::memory_order_relaxed);  // written (or there already)

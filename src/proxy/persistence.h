@@ -139,7 +139,8 @@ class PersistenceResolver {
   // One decision (or cached entry) to write back.
   struct Writeback {
     PersistenceShared::Pending p;
-    bool decision;  // a pending decision (counted in resynced), not a cached entry
+    bool decision;      // a pending decision (counted in resynced), not a cached entry
+    uint64_t epoch = 0;  // the cache's when it was sent (see EntryCache::epoch)
   };
   void pumpResync();
   void wroteBack(const Writeback& w, const state::Reply& r);

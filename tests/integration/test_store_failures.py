@@ -248,7 +248,8 @@ class RedisStopped(StoreFailureCase):
         try:
             wait_until(kept_all, 5, interval=0.2)
         except TimeoutError:
-            moved = [(k, degraded_choice[k], seen[k]) for k in stall if seen[k] != degraded_choice[k]]
+            moved = [(k, degraded_choice[k], seen.get(k)) for k in stall
+                     if seen.get(k) != degraded_choice[k]]
             self.fail(f"{len(moved)} of {len(stall)} clients decided during the stall moved "
                       f"(key, sent to, now): {moved[:5]}")
         now = seen
