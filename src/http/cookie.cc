@@ -5,27 +5,14 @@
 #include <charconv>
 #include <cstdint>
 
+#include "http/syntax.h"
+
 namespace ballast::http {
 namespace {
 
-bool isWsp(char c) { return c == ' ' || c == '\t'; }
-
-std::string_view trimWsp(std::string_view s) {
-  while (!s.empty() && isWsp(s.front())) s.remove_prefix(1);
-  while (!s.empty() && isWsp(s.back())) s.remove_suffix(1);
-  return s;
-}
-
-bool equalsNoCase(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    char x = a[i], y = b[i];
-    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
-    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
-    if (x != y) return false;
-  }
-  return true;
-}
+// Whitespace around cookie names, values and attributes is SP and HTAB (OWS).
+using detail::equalsNoCase;
+using detail::trimOws;
 
 bool isDigit(char c) { return c >= '0' && c <= '9'; }
 
@@ -76,8 +63,8 @@ std::optional<std::string_view> cookieIn(std::string_view cookie_field, std::str
     std::string_view pair = rest.substr(0, end);
     rest = end == std::string_view::npos ? std::string_view() : rest.substr(end + 1);
     size_t eq = pair.find('=');
-    if (eq != std::string_view::npos && trimWsp(pair.substr(0, eq)) == name)
-      return trimWsp(pair.substr(eq + 1));
+    if (eq != std::string_view::npos && trimOws(pair.substr(0, eq)) == name)
+      return trimOws(pair.substr(eq + 1));
   }
   return std::nullopt;
 }
@@ -85,7 +72,7 @@ std::optional<std::string_view> cookieIn(std::string_view cookie_field, std::str
 std::string_view setCookieName(std::string_view field) {
   std::string_view pair = field.substr(0, field.find(';'));
   size_t eq = pair.find('=');
-  return eq == std::string_view::npos ? std::string_view() : trimWsp(pair.substr(0, eq));
+  return eq == std::string_view::npos ? std::string_view() : trimOws(pair.substr(0, eq));
 }
 
 std::optional<SetCookie> parseSetCookie(std::string_view field, std::time_t now) {
@@ -94,8 +81,8 @@ std::optional<SetCookie> parseSetCookie(std::string_view field, std::time_t now)
   size_t eq = pair.find('=');
   if (eq == std::string_view::npos) return std::nullopt;
   SetCookie out;
-  out.name = trimWsp(pair.substr(0, eq));
-  out.value = trimWsp(pair.substr(eq + 1));
+  out.name = trimOws(pair.substr(0, eq));
+  out.value = trimOws(pair.substr(eq + 1));
   if (out.name.empty()) return std::nullopt;
   std::string_view attrs = semi == std::string_view::npos ? std::string_view() : field.substr(semi + 1);
   bool has_max_age = false;
@@ -104,8 +91,8 @@ std::optional<SetCookie> parseSetCookie(std::string_view field, std::time_t now)
     std::string_view attr = attrs.substr(0, end);
     attrs = end == std::string_view::npos ? std::string_view() : attrs.substr(end + 1);
     size_t aeq = attr.find('=');
-    std::string_view aname = trimWsp(attr.substr(0, aeq));
-    std::string_view avalue = aeq == std::string_view::npos ? std::string_view() : trimWsp(attr.substr(aeq + 1));
+    std::string_view aname = trimOws(attr.substr(0, aeq));
+    std::string_view avalue = aeq == std::string_view::npos ? std::string_view() : trimOws(attr.substr(aeq + 1));
     if (equalsNoCase(aname, "max-age")) {
       // RFC 6265 5.2.2: a leading '-' or a digit, then digits; the last one counts, and it
       // takes precedence over Expires.

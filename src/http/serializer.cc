@@ -8,7 +8,6 @@
 #include <ctime>
 
 #include "http/cookie.h"
-#include "http/parser.h"
 #include "http/syntax.h"
 
 namespace ballast::http {
@@ -242,7 +241,7 @@ size_t serializeResponseHead(const ResponseHead& head, const ResponseForwarding&
   w.put("\r\n");
   for (const Field& f : head.fields) {
     if (f.drop) continue;
-    if (!fwd.own_cookie.empty() && equalsIgnoreCase(f.name, "set-cookie") &&
+    if (!fwd.own_cookie.empty() && detail::equalsNoCase(f.name, "set-cookie") &&
         setCookieName(f.value) == fwd.own_cookie)
       continue;
     w.putField(f.name, f.value);

@@ -287,10 +287,17 @@ void PersistenceResolver::pumpResync() {
   pumping_ = false;
 }
 
+void PersistenceResolver::adopt(const PersistenceShared::Pending& p, std::string_view value,
+                                uint64_t epoch) {
+  const uint64_t now = loop_.now();
+  if (!shared_.cache.insertUnlessInvalidated(p.key, EntryCache::hash(p.key), value,
+                                             now + p.ttl_ms, now, epoch))
+    shared_.cache.invalidate(p.key);  // not this engine's decision any more, either
+}
+
 void PersistenceResolver::wroteBack(const Writeback& w, const state::Reply& r) {
   --resync_in_flight_;
   const PersistenceShared::Pending& p = w.p;
-  const uint64_t now = loop_.now();
   if (!r.ok) {
     if (w.decision) shared_.remember(p);  // the next resync tries again
   } else if (r.value && *r.value != p.server_id) {
@@ -306,13 +313,8 @@ void PersistenceResolver::wroteBack(const Writeback& w, const state::Reply& r) {
                                shared_.remember(p);
                              } else {
                                shared_.resynced.fetch_add(1, std::memory_order_relaxed);
-                               if (cas.value && *cas.value != p.server_id) {  // changed meanwhile
-                                 const uint64_t at = loop_.now();
-                                 if (!shared_.cache.insertUnlessInvalidated(
-                                         p.key, EntryCache::hash(p.key), *cas.value,
-                                         at + p.ttl_ms, at, epoch))
-                                   shared_.cache.invalidate(p.key);
-                               }
+                               if (cas.value && *cas.value != p.server_id)  // changed meanwhile
+                                 adopt(p, *cas.value, epoch);
                              }
                              pumpResync();
                            });
@@ -323,9 +325,7 @@ void PersistenceResolver::wroteBack(const Writeback& w, const state::Reply& r) {
         shared_.resynced.fetch_add(1, std::memory_order_relaxed);
         shared_.resync_conflicts.fetch_add(1, std::memory_order_relaxed);
       }
-      if (!shared_.cache.insertUnlessInvalidated(p.key, EntryCache::hash(p.key), *r.value,
-                                                 now + p.ttl_ms, now, w.epoch))
-        shared_.cache.invalidate(p.key);  // not this engine's decision any more, either
+      adopt(p, *r.value, w.epoch);
     }
   } else if (w.decision) {
     shared_.resynced.fetch_add(1, std::memory_order_relaxed);  // written (or there already)

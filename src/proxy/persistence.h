@@ -144,6 +144,9 @@ class PersistenceResolver {
   };
   void pumpResync();
   void wroteBack(const Writeback& w, const state::Reply& r);
+  // The store holds `value` for p.key, not this engine's decision: the cache takes it, unless a
+  // change was announced since `epoch` (then the copy goes, and the next use reads afresh).
+  void adopt(const PersistenceShared::Pending& p, std::string_view value, uint64_t epoch);
   static constexpr size_t kResyncWindow = 256;  // write-backs in flight at once
   static constexpr uint64_t kResyncRetryMs = 1000;
 
